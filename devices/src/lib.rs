@@ -1,0 +1,12 @@
+//! Everything an rvmm guest sees.
+//!
+//! Devices are plain structs reached through a [`bus::Bus`] (port I/O or MMIO ranges): the serial
+//! 8250, i8042, RTC/CMOS, ACPI power management, the PCI host bridge and config space, the
+//! virtio-pci transport and the virtio block, network, input and display devices. A device never
+//! calls KVM: it is handed guest memory and an interrupt line ([`irq`]) when it is built. That is
+//! what lets the same virtio device code run inside the `rvmm` VMM and behind the vhost-user
+//! backends of `rvmm-vhost`. Every value a guest writes is validated before use; a bad one fails
+//! that request, is logged, and leaves the VM running.
+
+pub mod bus;
+pub mod irq;

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run every rvmm test: setup, format and lint checks, then the whole workspace test suite
+# (unit tests, image interop tests against qemu-img, and KVM integration tests booting the
+# purpose-built guests). This is exactly what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# Integration tests run the rvmm/rvmm-img binaries: build them first.
+cargo build --workspace --bins
+cargo test --workspace -- --test-threads=2

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("rvmm: not built yet");
+    std::process::exit(1);
+}
