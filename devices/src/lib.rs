@@ -10,3 +10,8 @@
 
 pub mod bus;
 pub mod irq;
+
+/// Guest RAM as every device sees it; the VMM and the vhost-user backends both hand this in.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+/// Guest RAM behind an atomic handle, so a vhost-user frontend can swap the map at run time.
+pub type GuestMemoryAtomic = vm_memory::GuestMemoryAtomic<GuestMemoryMmap>;
