@@ -129,10 +129,14 @@ mod tests {
     #[test]
     fn dispatch_and_overlap() {
         let mut bus = Bus::new();
-        bus.insert(Arc::new(Mutex::new(Reg(10))), 0x100, 0x10).unwrap();
+        bus.insert(Arc::new(Mutex::new(Reg(10))), 0x100, 0x10)
+            .unwrap();
         assert_eq!(
             bus.insert(Arc::new(Mutex::new(Reg(0))), 0x10f, 1),
-            Err(BusError::Overlap { base: 0x10f, len: 1 })
+            Err(BusError::Overlap {
+                base: 0x10f,
+                len: 1
+            })
         );
         assert_eq!(
             bus.insert(Arc::new(Mutex::new(Reg(0))), 0xf8, 0x9),
@@ -149,7 +153,10 @@ mod tests {
         assert!(!bus.read(0xff, &mut b));
         assert_eq!(
             bus.insert(Arc::new(Mutex::new(Reg(0))), u64::MAX, 2),
-            Err(BusError::InvalidRange { base: u64::MAX, len: 2 })
+            Err(BusError::InvalidRange {
+                base: u64::MAX,
+                len: 2
+            })
         );
     }
 }

@@ -1,5 +1,12 @@
-//! Disk image engine of rvmm: raw and qcow2 (versions 2 and 3) behind one block backend API.
+//! Disk image engine for rvmm: raw and qcow2 images behind one [`BlockBackend`] trait.
 //!
-//! Used by the VMM's virtio-blk workers, by `rvmm-vhost` and by `rvmm-img`; it needs no VM and
-//! contains no QEMU code. Every offset and size read from an image file is bounds-checked, so a
-//! hostile image yields an error, never a panic, a hang or an unbounded allocation.
+//! Usable without KVM — by the VMM's virtio-blk workers, by `rvmm-vhost`, by `rvmm-img` and by
+//! tests on temporary files. No QEMU code is used at run time. Everything read from an image
+//! file is treated as hostile: offsets and sizes are bounds-checked and a bad value fails the
+//! request with an error, never a panic.
+
+pub mod backend;
+pub mod raw;
+
+pub use backend::{BlockBackend, BlockError, BlockResult};
+pub use raw::RawFile;

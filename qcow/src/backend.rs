@@ -1,0 +1,71 @@
+//! The block backend interface every disk format implements.
+
+use std::io;
+
+/// Errors of block I/O and image handling.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// Host I/O failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done (path, operation, offset).
+        context: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The request lies (partly) outside the virtual disk.
+    #[error("request at offset {offset} length {len} is beyond the disk size {size}")]
+    OutOfRange {
+        /// Start of the request in bytes.
+        offset: u64,
+        /// Length of the request in bytes.
+        len: u64,
+        /// Virtual disk size in bytes.
+        size: u64,
+    },
+    /// A write, discard or write-zeroes request on a read-only image.
+    #[error("the image is read-only")]
+    ReadOnly,
+    /// The image metadata is invalid or inconsistent.
+    #[error("corrupt image: {0}")]
+    Corrupt(String),
+    /// The image uses a feature this engine does not implement.
+    #[error("unsupported image feature: {0}")]
+    Unsupported(String),
+    /// Any other invalid argument or state.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result of block operations.
+pub type BlockResult<T> = Result<T, BlockError>;
+
+/// A virtual disk addressed in bytes.
+///
+/// Implementations are `Send + Sync` and take `&self`, so several virtio-blk worker threads can
+/// serve one disk at once; each implementation does its own locking of metadata.
+pub trait BlockBackend: Send + Sync {
+    /// Virtual disk size in bytes.
+    fn size(&self) -> u64;
+    /// Whether writes are refused.
+    fn is_read_only(&self) -> bool;
+    /// Fill `buf` from the disk at `offset`; the whole range must lie inside the disk.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> BlockResult<()>;
+    /// Write `buf` to the disk at `offset`; the whole range must lie inside the disk.
+    fn write_at(&self, offset: u64, buf: &[u8]) -> BlockResult<()>;
+    /// Make every completed write durable (fsync of data and metadata).
+    fn flush(&self) -> BlockResult<()>;
+    /// Hint that `[offset, offset+len)` is unused; reading it afterwards may return anything
+    /// the format allows (zeroes for qcow2 and punched raw files).
+    fn discard(&self, offset: u64, len: u64) -> BlockResult<()>;
+    /// Make `[offset, offset+len)` read as zeroes.
+    fn write_zeroes(&self, offset: u64, len: u64) -> BlockResult<()>;
+}
+
+/// Check that `[offset, offset+len)` lies inside a disk of `size` bytes.
+pub fn check_range(offset: u64, len: u64, size: u64) -> BlockResult<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(BlockError::OutOfRange { offset, len, size }),
+    }
+}
