@@ -1,0 +1,1 @@
+//! `rvmm-img`: a qemu-img compatible image tool on the `qcow` engine.

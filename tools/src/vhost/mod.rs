@@ -1,0 +1,1 @@
+//! `rvmm-vhost`: vhost-user backends serving the virtio devices of `devices/`.
