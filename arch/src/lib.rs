@@ -5,3 +5,13 @@
 //! info, MP/ACPI tables — and compute the CPUID leaves and MSR values each vCPU starts with. This
 //! crate owns no threads and no file descriptors: callers hand it guest memory and KVM data
 //! structures and it fills them in.
+
+pub mod acpi;
+pub mod bootparams;
+pub mod cpuid;
+pub mod e820;
+pub mod gdt;
+pub mod layout;
+pub mod paging;
+pub mod pvh;
+pub mod regs;
