@@ -9,6 +9,8 @@
 //!   activates, handing it guest memory, the queues with their notification eventfds, and an
 //!   interrupt line.
 
+pub mod pci;
+
 use std::io;
 use std::sync::Arc;
 
