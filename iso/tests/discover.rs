@@ -1,0 +1,461 @@
+//! Installer discovery on ISOs laid out like CentOS 7, Debian netinst, a GRUB-only
+//! grub-mkrescue image and bare installer trees.
+
+mod common;
+
+use common::Tree;
+use iso::{discover_boot, BootChoice, BootSource, Iso, IsoError};
+
+const CENTOS_ISOLINUX: &str = r"default vesamenu.c32
+timeout 600
+
+display boot.msg
+menu clear
+menu background splash.png
+menu title CentOS 7
+menu tabmsg Press Tab for full configuration options on menu items.
+menu separator # insert an empty line
+
+label linux
+  menu label ^Install CentOS 7
+  kernel vmlinuz
+  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 quiet
+
+label check
+  menu label Test this ^media & install CentOS 7
+  menu default
+  kernel vmlinuz
+  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 rd.live.check quiet
+
+menu separator # insert an empty line
+
+# utilities submenu
+menu begin ^Troubleshooting
+  menu title Troubleshooting
+
+label vesa
+  menu indent count 5
+  menu label Install CentOS 7 in ^basic graphics mode
+  text help
+	Try this option out if you're having trouble installing
+	CentOS 7. label notalabel
+  endtext
+  kernel vmlinuz
+  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 xdriver=vesa nomodeset quiet
+
+label rescue
+  menu indent count 5
+  menu label ^Rescue a CentOS system
+  kernel vmlinuz
+  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 rescue quiet
+
+label memtest
+  menu label Run a ^memory test
+  kernel memtest
+
+label local
+  menu label Boot from ^local drive
+  localboot 0xffff
+
+label returntomain
+  menu label Return to ^main menu
+  menu exit
+
+menu end
+";
+
+const CENTOS_EFI_GRUB: &str = r#"set default="1"
+
+function load_video {
+  insmod efi_gop
+  insmod all_video
+}
+
+load_video
+set gfxpayload=keep
+insmod gzio
+set timeout=60
+### END /etc/grub.d/00_header ###
+
+search --no-floppy --set=root -l 'CentOS 7 x86_64'
+
+### BEGIN /etc/grub.d/10_linux ###
+menuentry 'Install CentOS 7' --class fedora --class gnu-linux --class gnu --class os {
+	linuxefi /images/pxeboot/vmlinuz inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 quiet
+	initrdefi /images/pxeboot/initrd.img
+}
+menuentry 'Test this media & install CentOS 7' --class fedora --class gnu-linux --class gnu --class os {
+	linuxefi /images/pxeboot/vmlinuz inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 rd.live.check quiet
+	initrdefi /images/pxeboot/initrd.img
+}
+submenu 'Troubleshooting -->' {
+	menuentry 'Install CentOS 7 in basic graphics mode' --class fedora --class gnu-linux --class gnu --class os {
+		linuxefi /images/pxeboot/vmlinuz inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 xdriver=vesa nomodeset quiet
+		initrdefi /images/pxeboot/initrd.img
+	}
+	menuentry 'Rescue a CentOS system' --class fedora --class gnu-linux --class gnu --class os {
+		linuxefi /images/pxeboot/vmlinuz inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 rescue quiet
+		initrdefi /images/pxeboot/initrd.img
+	}
+}
+"#;
+
+const CENTOS_CMDLINE: &str = r"initrd=initrd.img inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 quiet";
+
+/// Build a CentOS 7 style tree; `with_isolinux` false leaves only EFI GRUB and .treeinfo.
+fn centos(with_isolinux: bool) -> (Tree, std::path::PathBuf) {
+    let t = Tree::new();
+    if with_isolinux {
+        t.copy(
+            "isolinux/isolinux.bin",
+            "/usr/lib/ISOLINUX/isolinux.bin".as_ref(),
+        );
+        t.file("isolinux/isolinux.cfg", CENTOS_ISOLINUX);
+        t.file("isolinux/vmlinuz", "centos kernel (isolinux)");
+        t.file("isolinux/initrd.img", "centos initrd (isolinux)");
+        t.file("isolinux/memtest", "memtest");
+    }
+    t.file("EFI/BOOT/grub.cfg", CENTOS_EFI_GRUB);
+    t.file("images/pxeboot/vmlinuz", "centos kernel (pxeboot)");
+    t.file("images/pxeboot/initrd.img", "centos initrd (pxeboot)");
+    t.file(
+        ".treeinfo",
+        "[general]\nfamily = CentOS\nversion = 7\n[images-x86_64]\nkernel = images/pxeboot/vmlinuz\n\
+         initrd = images/pxeboot/initrd.img\n[stage2]\nmainimage = LiveOS/squashfs.img\n",
+    );
+    let mut args = vec!["-R", "-J", "-V", "CentOS 7 x86_64"];
+    if with_isolinux {
+        args.extend([
+            "-b",
+            "isolinux/isolinux.bin",
+            "-c",
+            "isolinux/boot.cat",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+        ]);
+    }
+    let p = t.mkisofs(&args);
+    (t, p)
+}
+
+fn choice(entry: Option<&str>, append: Option<&str>) -> BootChoice {
+    BootChoice {
+        entry: entry.map(String::from),
+        append: append.map(String::from),
+    }
+}
+
+#[test]
+fn centos7_isolinux_picks_install_over_media_check_default() {
+    let (_t, path) = centos(true);
+    let iso = Iso::open(&path).unwrap();
+    let b = discover_boot(&iso, &BootChoice::default()).unwrap();
+    assert_eq!(b.source, BootSource::Isolinux);
+    assert_eq!(b.label, "linux");
+    assert_eq!(b.config, "/isolinux/isolinux.cfg");
+    assert_eq!(b.cmdline, CENTOS_CMDLINE);
+    assert_eq!(b.kernel.path, "/isolinux/vmlinuz");
+    assert_eq!(
+        iso.read_file(&b.kernel.entry, 1 << 20).unwrap(),
+        b"centos kernel (isolinux)"
+    );
+    assert_eq!(b.initrds.len(), 1);
+    assert_eq!(b.initrds[0].path, "/isolinux/initrd.img");
+    assert_eq!(
+        iso.read_file(&b.initrds[0].entry, 1 << 20).unwrap(),
+        b"centos initrd (isolinux)"
+    );
+
+    // The media check is still there for whoever asks for it, by label or by menu title.
+    let check = discover_boot(&iso, &choice(Some("check"), None)).unwrap();
+    assert_eq!(check.label, "check");
+    assert!(
+        check.cmdline.ends_with("rd.live.check quiet"),
+        "{}",
+        check.cmdline
+    );
+    let vesa = discover_boot(
+        &iso,
+        &choice(Some("Install CentOS 7 in basic graphics mode"), None),
+    );
+    assert_eq!(vesa.unwrap().label, "vesa");
+    // Text help blocks do not define labels.
+    assert!(discover_boot(&iso, &choice(Some("notalabel"), None)).is_err());
+
+    let extra = discover_boot(&iso, &choice(None, Some("console=ttyS0 inst.text"))).unwrap();
+    assert_eq!(
+        extra.cmdline,
+        format!("{CENTOS_CMDLINE} console=ttyS0 inst.text")
+    );
+}
+
+#[test]
+fn boot_entry_that_is_not_linux_is_refused_with_the_list() {
+    let (_t, path) = centos(true);
+    let iso = Iso::open(&path).unwrap();
+    let err = discover_boot(&iso, &choice(Some("local"), None)).unwrap_err();
+    assert!(matches!(err, IsoError::NoBootEntry { .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("isolinux:linux") && msg.contains("--boot-entry"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn centos7_efi_grub_and_treeinfo_without_isolinux() {
+    let (_t, path) = centos(false);
+    let iso = Iso::open(&path).unwrap();
+    let b = discover_boot(&iso, &BootChoice::default()).unwrap();
+    assert_eq!(b.source, BootSource::Grub);
+    assert_eq!(b.config, "/EFI/BOOT/grub.cfg");
+    // `set default="1"` is the media check: the install entry is chosen instead.
+    assert_eq!(b.label, "Install CentOS 7");
+    assert_eq!(
+        b.cmdline,
+        r"inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 quiet"
+    );
+    assert_eq!(b.kernel.path, "/images/pxeboot/vmlinuz");
+    assert_eq!(b.initrds[0].path, "/images/pxeboot/initrd.img");
+    let rescue = discover_boot(&iso, &choice(Some("Rescue a CentOS system"), None)).unwrap();
+    assert!(rescue.cmdline.contains(" rescue "), "{}", rescue.cmdline);
+
+    // The .treeinfo alone gives the same kernel with a stage2 derived from the volume label.
+    let menus = iso::boot::menus(&iso).unwrap();
+    let (_, tree) = menus
+        .iter()
+        .find(|(s, _)| *s == BootSource::Treeinfo)
+        .unwrap();
+    assert_eq!(
+        tree.entries[0].cmdline,
+        r"inst.stage2=hd:LABEL=CentOS\x207\x20x86_64"
+    );
+    assert_eq!(
+        tree.entries[0].kernel.as_deref(),
+        Some("/images/pxeboot/vmlinuz")
+    );
+}
+
+fn debian_netinst() -> (Tree, std::path::PathBuf) {
+    let t = Tree::new();
+    t.copy(
+        "isolinux/isolinux.bin",
+        "/usr/lib/ISOLINUX/isolinux.bin".as_ref(),
+    );
+    t.file(
+        "isolinux/isolinux.cfg",
+        "# D-I config version 2.0\n# search path for the c32 support libraries (libcom32, libutil etc.)\n\
+         path \ninclude menu.cfg\ndefault vesamenu.c32\nprompt 0\ntimeout 0\n",
+    );
+    t.file(
+        "isolinux/menu.cfg",
+        "menu hshift 4\nmenu width 70\n\nmenu title Debian GNU/Linux installer menu (BIOS mode)\n\
+         include stdmenu.cfg\ninclude gtk.cfg\ninclude txt.cfg\nmenu begin advanced\n\
+         \tmenu label ^Advanced options\n\tmenu title Advanced options\n\tinclude stdmenu.cfg\n\
+         \tlabel mainmenu\n\t\tmenu label ^Back..\n\t\tmenu exit\n\tinclude adgtk.cfg\n\
+         \tinclude adtxt.cfg\nmenu end\nlabel help\n\tmenu label ^Help\n\ttext help\n   Display help screens\n\
+         \tendtext\n\tconfig prompt.cfg\n",
+    );
+    t.file(
+        "isolinux/stdmenu.cfg",
+        "menu background splash.png\nmenu color title * #FFFFFFFF *\n",
+    );
+    t.file(
+        "isolinux/gtk.cfg",
+        "default installgui\nlabel installgui\n\tmenu label ^Graphical install\n\tmenu default\n\
+         \tkernel /install.amd/vmlinuz\n\tappend vga=788 initrd=/install.amd/gtk/initrd.gz --- quiet \n",
+    );
+    t.file(
+        "isolinux/txt.cfg",
+        "label install\n\tmenu label ^Install\n\tkernel /install.amd/vmlinuz\n\
+         \tappend vga=788 initrd=/install.amd/initrd.gz --- quiet \n",
+    );
+    t.file(
+        "isolinux/adtxt.cfg",
+        "label expert\n\tmenu label E^xpert install\n\tkernel /install.amd/vmlinuz\n\
+         \tappend priority=low vga=788 initrd=/install.amd/initrd.gz --- \n\
+         include rqtxt.cfg\nlabel auto\n\tmenu label ^Automated install\n\tkernel /install.amd/vmlinuz\n\
+         \tappend auto=true priority=critical vga=788 initrd=/install.amd/initrd.gz --- quiet \n",
+    );
+    t.file(
+        "isolinux/rqtxt.cfg",
+        "label rescue\n\tmenu label ^Rescue mode\n\tkernel /install.amd/vmlinuz\n\
+         \tappend vga=788 initrd=/install.amd/initrd.gz rescue/enable=true --- quiet \n",
+    );
+    t.file("isolinux/adgtk.cfg", "");
+    t.file(
+        "boot/grub/grub.cfg",
+        "if [ x$feature_default_font_path = xy ] ; then\n   font=unicode\nelse\n   font=$prefix/font.pf2\nfi\n\
+         menuentry --hotkey=g 'Graphical install' {\n    set background_color=black\n\
+         \x20   linux    /install.amd/vmlinuz vga=788 --- quiet \n    initrd   /install.amd/gtk/initrd.gz\n}\n\
+         menuentry --hotkey=i 'Install' {\n    set background_color=black\n\
+         \x20   linux    /install.amd/vmlinuz vga=788 --- quiet \n    initrd   /install.amd/initrd.gz\n}\n",
+    );
+    t.file("install.amd/vmlinuz", "debian kernel");
+    t.file("install.amd/initrd.gz", "debian text initrd");
+    t.file("install.amd/gtk/initrd.gz", "debian gtk initrd");
+    let p = t.mkisofs(&[
+        "-R",
+        "-J",
+        "-V",
+        "Debian 12.8.0 amd64 n",
+        "-b",
+        "isolinux/isolinux.bin",
+        "-c",
+        "isolinux/boot.cat",
+        "-no-emul-boot",
+        "-boot-load-size",
+        "4",
+        "-boot-info-table",
+    ]);
+    (t, p)
+}
+
+#[test]
+fn debian_netinst_menu_default_through_includes() {
+    let (_t, path) = debian_netinst();
+    let iso = Iso::open(&path).unwrap();
+    let b = discover_boot(&iso, &BootChoice::default()).unwrap();
+    assert_eq!(b.source, BootSource::Isolinux);
+    assert_eq!(b.label, "installgui");
+    assert_eq!(
+        b.cmdline,
+        "vga=788 initrd=/install.amd/gtk/initrd.gz --- quiet"
+    );
+    assert_eq!(b.kernel.path, "/install.amd/vmlinuz");
+    assert_eq!(b.initrds.len(), 1);
+    assert_eq!(
+        iso.read_file(&b.initrds[0].entry, 100).unwrap(),
+        b"debian gtk initrd"
+    );
+
+    let text = discover_boot(&iso, &choice(Some("install"), Some("console=ttyS0"))).unwrap();
+    assert_eq!(
+        text.cmdline,
+        "vga=788 initrd=/install.amd/initrd.gz --- quiet console=ttyS0"
+    );
+    assert_eq!(text.initrds[0].path, "/install.amd/initrd.gz");
+    let expert = discover_boot(&iso, &choice(Some("expert"), None)).unwrap();
+    assert!(
+        expert.cmdline.starts_with("priority=low"),
+        "{}",
+        expert.cmdline
+    );
+    // The rescue entry from a nested include is parsed, and recognised as rescue.
+    let menus = iso::boot::menus(&iso).unwrap();
+    let isolinux = &menus[0].1;
+    let rescue = isolinux
+        .entries
+        .iter()
+        .find(|e| e.label == "rescue")
+        .unwrap();
+    assert!(rescue.in_submenu);
+    assert_eq!(rescue.title, "Rescue mode");
+    // GRUB's menu of the same ISO is parsed too.
+    let (src, grub) = &menus[1];
+    assert_eq!(*src, BootSource::Grub);
+    assert_eq!(grub.entries.len(), 2);
+    assert_eq!(grub.entries[1].cmdline, "vga=788 --- quiet");
+}
+
+#[test]
+fn grub_mkrescue_iso_with_submenu_and_default_index() {
+    let t = Tree::new();
+    t.file(
+        "boot/grub/grub.cfg",
+        r#"set timeout=5
+set default="1"
+set stage2="inst.stage2=hd:LABEL=Rocky-9-3-x86_64-dvd"
+menuentry 'Test this media & install Rocky Linux 9' --class rocky {
+	linux /images/pxeboot/vmlinuz $stage2 rd.live.check quiet
+	initrd /images/pxeboot/initrd.img
+}
+menuentry 'Install Rocky Linux 9' --class rocky $menuentry_id_option 'install' {
+	linux ($root)/images/pxeboot/vmlinuz ${stage2} quiet
+	initrd /images/pxeboot/initrd.img /images/pxeboot/extra.img
+}
+submenu 'Troubleshooting -->' {
+	menuentry 'Rescue a Rocky Linux system' {
+		linux /images/pxeboot/vmlinuz $stage2 inst.rescue quiet
+		initrd /images/pxeboot/initrd.img
+	}
+}
+"#,
+    );
+    t.file("images/pxeboot/vmlinuz", "rocky kernel");
+    t.file("images/pxeboot/initrd.img", "rocky initrd");
+    t.file("images/pxeboot/extra.img", "extra");
+    let path = t.grub_mkrescue("Rocky-9-3-x86_64-dvd");
+    let iso = Iso::open(&path).unwrap();
+    assert_eq!(iso.volume_id(), "Rocky-9-3-x86_64-dvd");
+    let cat = iso
+        .boot_catalog()
+        .unwrap()
+        .expect("grub-mkrescue writes El Torito");
+    assert!(cat
+        .entries
+        .iter()
+        .any(|e| e.platform == iso::Platform::X86Bios && e.bootable));
+    let b = discover_boot(&iso, &BootChoice::default()).unwrap();
+    assert_eq!(b.source, BootSource::Grub);
+    assert_eq!(b.label, "Install Rocky Linux 9");
+    assert_eq!(b.cmdline, "inst.stage2=hd:LABEL=Rocky-9-3-x86_64-dvd quiet");
+    let initrds: Vec<&str> = b.initrds.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        initrds,
+        ["/images/pxeboot/initrd.img", "/images/pxeboot/extra.img"]
+    );
+    let check = discover_boot(
+        &iso,
+        &choice(Some("Test this media & install Rocky Linux 9"), None),
+    );
+    assert!(check.unwrap().cmdline.contains("rd.live.check"));
+}
+
+#[test]
+fn bare_trees_treeinfo_and_debian() {
+    let t = Tree::new();
+    t.file(
+        ".treeinfo",
+        "[images-x86_64]\nkernel = images/pxeboot/vmlinuz\ninitrd = images/pxeboot/initrd.img\n",
+    );
+    t.file("images/pxeboot/vmlinuz", "k");
+    t.file("images/pxeboot/initrd.img", "i");
+    let iso = Iso::open(t.mkisofs(&["-R", "-V", "Fedora S dvd"])).unwrap();
+    let b = discover_boot(&iso, &BootChoice::default()).unwrap();
+    assert_eq!(b.source, BootSource::Treeinfo);
+    assert_eq!(b.cmdline, r"inst.stage2=hd:LABEL=Fedora\x20S\x20dvd");
+
+    let d = Tree::new();
+    d.file("install.amd/vmlinuz", "k");
+    d.file("install.amd/initrd.gz", "i");
+    let iso = Iso::open(d.mkisofs(&["-R"])).unwrap();
+    let b = discover_boot(&iso, &choice(None, Some("priority=low"))).unwrap();
+    assert_eq!(b.source, BootSource::Debian);
+    assert_eq!(b.initrds[0].path, "/install.amd/initrd.gz");
+    assert_eq!(b.cmdline, "priority=low");
+}
+
+#[test]
+fn no_boot_configuration_and_include_loops_are_clean_errors() {
+    let t = Tree::new();
+    t.file("README", "not an installer");
+    let iso = Iso::open(t.mkisofs(&["-R"])).unwrap();
+    let err = discover_boot(&iso, &BootChoice::default()).unwrap_err();
+    assert!(err.to_string().contains("--kernel"), "{err}");
+
+    let l = Tree::new();
+    l.file(
+        "isolinux/isolinux.cfg",
+        "include a.cfg\nlabel x\n kernel vmlinuz\n",
+    );
+    l.file("isolinux/a.cfg", "include isolinux.cfg\n");
+    l.file("boot/grub/grub.cfg", "source /boot/grub/b.cfg\n");
+    l.file("boot/grub/b.cfg", "source /boot/grub/grub.cfg\n");
+    let iso = Iso::open(l.mkisofs(&["-R"])).unwrap();
+    let err = discover_boot(&iso, &BootChoice::default()).unwrap_err();
+    assert!(matches!(err, IsoError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("loop"), "{err}");
+}
