@@ -6,7 +6,14 @@
 //! request with an error, never a panic.
 
 pub mod backend;
+pub mod open;
+pub mod qcow2;
 pub mod raw;
 
 pub use backend::{BlockBackend, BlockError, BlockResult};
+pub use open::{detect_format, open_image, CacheMode, Format, OpenOptions};
+pub use qcow2::check::{CheckReport, Repair};
+pub use qcow2::create::{create, CreateOptions, Preallocation};
+pub use qcow2::header::CompressionType;
+pub use qcow2::{Mapping, Qcow2};
 pub use raw::RawFile;
