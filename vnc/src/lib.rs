@@ -1,4 +1,62 @@
 //! An RFB (VNC) server: protocol versions 3.3–3.8, authentication, encodings and input events.
 //!
-//! It serves any [`Framebuffer`]-like source and forwards keys and pointer events to an input
-//! sink; it has no knowledge of KVM, so it is tested with in-memory streams and fake screens.
+//! It serves any [`Framebuffer`] and forwards keys and pointer events to an [`InputSink`]; it has
+//! no knowledge of KVM, so it is tested with in-memory streams and fake screens.
+//!
+//! Data flow: a capture thread polls the framebuffer's dirty regions and publishes the latest
+//! frame; each client has a reader thread (parses client messages, forwards input) and a writer
+//! thread (compares the latest frame against what that client was last sent, encodes the changed
+//! tiles). A slow client only ever delays its own writer, which then skips to the newest frame.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod encode;
+pub mod framebuffer;
+pub mod pixel;
+pub mod proto;
+pub mod server;
+pub mod session;
+pub mod websocket;
+
+pub use config::VncConfig;
+pub use framebuffer::{Cursor, Dirty, Framebuffer, InputSink, Rect};
+pub use pixel::PixelFormat;
+pub use server::{VncServer, VncServerOptions};
+
+/// Errors of the RFB server and client.
+#[derive(Debug, thiserror::Error)]
+pub enum VncError {
+    /// Socket or file I/O failed.
+    #[error("vnc I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer sent something the protocol does not allow.
+    #[error("vnc protocol violation: {0}")]
+    Protocol(String),
+    /// Authentication was refused.
+    #[error("vnc authentication failed: {0}")]
+    AuthFailed(String),
+    /// A `--vnc` option string could not be parsed.
+    #[error("invalid --vnc option {value:?}: {reason} (expected HOST[:DISPLAY][,password-file=PATH][,websocket=PORT] or none)")]
+    Config {
+        /// The option text as given.
+        value: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The password file could not be used.
+    #[error("vnc password file {path}: {reason}")]
+    PasswordFile {
+        /// Path of the file.
+        path: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, VncError>;
+
+pub(crate) fn proto_err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(VncError::Protocol(msg.into()))
+}

@@ -1,0 +1,506 @@
+//! One client connection: handshake (version, security, init), then a reader loop that applies
+//! client messages and a writer thread that sends framebuffer updates when asked.
+
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crate::auth::{challenge, constant_time_eq, vnc_response};
+use crate::encode::diff::changed_rects;
+use crate::encode::{Encoder, Frame};
+use crate::framebuffer::{Cursor, Rect};
+use crate::pixel::{Converter, PixelFormat};
+use crate::proto::{enc, put_rect_header, qemu_keycode_to_xt, read_client_message, ClientMessage};
+use crate::server::{ClientHandle, Shared};
+use crate::{proto_err, Result, VncError};
+
+/// RFB protocol minor version agreed with a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    /// RFB 3.3.
+    V3_3,
+    /// RFB 3.7.
+    V3_7,
+    /// RFB 3.8.
+    V3_8,
+}
+
+/// Parse a ProtocolVersion message; other 3.x minors fall back as RFC 6143 §7.1.1 suggests.
+pub fn parse_version(b: &[u8; 12]) -> Result<Version> {
+    let s =
+        std::str::from_utf8(b).map_err(|_| VncError::Protocol("version is not ASCII".into()))?;
+    let rest = s
+        .strip_prefix("RFB ")
+        .and_then(|r| r.strip_suffix('\n'))
+        .ok_or_else(|| VncError::Protocol(format!("bad version string {s:?}")))?;
+    let (maj, min) = rest
+        .split_once('.')
+        .ok_or_else(|| VncError::Protocol(format!("bad version string {s:?}")))?;
+    let (maj, min): (u32, u32) = match (maj.parse(), min.parse()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return proto_err(format!("bad version string {s:?}")),
+    };
+    match (maj, min) {
+        (3, 8..) => Ok(Version::V3_8),
+        (3, 7) => Ok(Version::V3_7),
+        (3, _) => Ok(Version::V3_3),
+        _ => proto_err(format!("unsupported protocol version {maj}.{min}")),
+    }
+}
+
+/// What the reader thread tells the writer.
+pub(crate) struct ClientState {
+    pub closed: bool,
+    pub pf: PixelFormat,
+    pub pf_changed: bool,
+    pub encodings: Vec<i32>,
+    pub request: Option<(bool, Rect)>,
+    pub ext_key_ack: bool,
+    pub send_leds: bool,
+    pub send_cursor: bool,
+}
+
+impl ClientState {
+    fn new() -> Self {
+        ClientState {
+            closed: false,
+            pf: PixelFormat::XRGB8888,
+            pf_changed: false,
+            encodings: vec![enc::RAW],
+            request: None,
+            ext_key_ack: false,
+            send_leds: false,
+            send_cursor: false,
+        }
+    }
+
+    fn supports(&self, e: i32) -> bool {
+        self.encodings.contains(&e)
+    }
+}
+
+fn send_reason(w: &mut impl Write, reason: &str) -> Result<()> {
+    w.write_all(&(reason.len() as u32).to_be_bytes())?;
+    w.write_all(reason.as_bytes())?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Run the handshake up to ClientInit; returns the client's shared flag.
+pub(crate) fn handshake(shared: &Shared, r: &mut impl Read, w: &mut impl Write) -> Result<bool> {
+    w.write_all(b"RFB 003.008\n")?;
+    w.flush()?;
+    let mut v = [0u8; 12];
+    r.read_exact(&mut v)?;
+    let version = parse_version(&v)?;
+    let sec_type: u8 = if shared.opts.password.is_some() { 2 } else { 1 };
+    let locked = sec_type == 2 && !shared.limiter.allowed();
+    const LOCKED: &str = "too many authentication failures; try again in a minute";
+    if version == Version::V3_3 {
+        if locked {
+            w.write_all(&0u32.to_be_bytes())?;
+            send_reason(w, LOCKED)?;
+            return Err(VncError::AuthFailed(LOCKED.into()));
+        }
+        w.write_all(&u32::from(sec_type).to_be_bytes())?;
+        w.flush()?;
+    } else {
+        if locked {
+            w.write_all(&[0])?;
+            send_reason(w, LOCKED)?;
+            return Err(VncError::AuthFailed(LOCKED.into()));
+        }
+        w.write_all(&[1, sec_type])?;
+        w.flush()?;
+        let mut chosen = [0u8; 1];
+        r.read_exact(&mut chosen)?;
+        if chosen[0] != sec_type {
+            if version == Version::V3_8 {
+                w.write_all(&1u32.to_be_bytes())?;
+                send_reason(w, "security type not offered")?;
+            }
+            return proto_err(format!("client chose security type {}", chosen[0]));
+        }
+    }
+    if let Some(pw) = &shared.opts.password {
+        let ch = challenge()?;
+        w.write_all(&ch)?;
+        w.flush()?;
+        let mut resp = [0u8; 16];
+        r.read_exact(&mut resp)?;
+        if !constant_time_eq(&resp, &vnc_response(pw, &ch)) {
+            shared.limiter.failed();
+            w.write_all(&1u32.to_be_bytes())?;
+            if version == Version::V3_8 {
+                send_reason(w, "authentication failed: wrong password")?;
+            }
+            w.flush()?;
+            return Err(VncError::AuthFailed("wrong password".into()));
+        }
+        shared.limiter.succeeded();
+        w.write_all(&0u32.to_be_bytes())?;
+    } else if version == Version::V3_8 {
+        w.write_all(&0u32.to_be_bytes())?;
+    }
+    w.flush()?;
+    let mut flag = [0u8; 1];
+    r.read_exact(&mut flag)?;
+    let (frame, _) = shared.screen();
+    let mut init = Vec::with_capacity(32 + shared.opts.name.len());
+    init.extend_from_slice(&frame.width.to_be_bytes());
+    init.extend_from_slice(&frame.height.to_be_bytes());
+    init.extend_from_slice(&PixelFormat::XRGB8888.to_bytes());
+    init.extend_from_slice(&(shared.opts.name.len() as u32).to_be_bytes());
+    init.extend_from_slice(shared.opts.name.as_bytes());
+    w.write_all(&init)?;
+    w.flush()?;
+    Ok(flag[0] != 0)
+}
+
+/// Serve one client to the end of its connection.
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    shutdown: Box<dyn Fn() + Send + Sync>,
+) {
+    run_with_hook(shared, reader, writer, shutdown, || {})
+}
+
+/// As [`run`], calling `after_handshake` once the client is in (to lift handshake timeouts).
+pub(crate) fn run_with_hook(
+    shared: Arc<Shared>,
+    mut reader: Box<dyn Read + Send>,
+    mut writer: Box<dyn Write + Send>,
+    shutdown: Box<dyn Fn() + Send + Sync>,
+    after_handshake: impl FnOnce(),
+) {
+    let shared_flag = match handshake(&shared, &mut reader, &mut writer) {
+        Ok(f) => f,
+        Err(e) => {
+            log::info!("vnc: handshake failed: {e}");
+            shutdown();
+            return;
+        }
+    };
+    after_handshake();
+    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    let handle = Arc::new(ClientHandle {
+        id,
+        state: Mutex::new(ClientState::new()),
+        wake: Condvar::new(),
+        shutdown,
+    });
+    {
+        let mut clients = shared.clients();
+        if !shared_flag {
+            // An exclusive client takes the screen from everyone else (RFC 6143 §7.3.1).
+            for other in clients.drain(..) {
+                log::info!(
+                    "vnc: client {id} connected exclusively; dropping client {}",
+                    other.id
+                );
+                other.close();
+            }
+        }
+        clients.push(handle.clone());
+    }
+    log::info!("vnc: client {id} connected (shared={shared_flag})");
+    let s2 = shared.clone();
+    let h2 = handle.clone();
+    let writer_thread = thread::Builder::new()
+        .name(format!("vnc-writer-{id}"))
+        .spawn(move || {
+            if let Err(e) = writer_loop(&s2, &h2, &mut writer) {
+                log::info!("vnc: client {}: send failed: {e}", h2.id);
+            }
+            h2.close();
+        });
+    if let Err(e) = reader_loop(&shared, &handle, &mut reader) {
+        log::info!("vnc: client {id}: {e}");
+    }
+    handle.close();
+    if let Ok(t) = writer_thread {
+        let _ = t.join();
+    }
+    shared.clients().retain(|c| c.id != id);
+    log::info!("vnc: client {id} disconnected");
+}
+
+fn reader_loop(shared: &Shared, h: &ClientHandle, r: &mut impl Read) -> Result<()> {
+    loop {
+        let msg = read_client_message(r)?;
+        match msg {
+            ClientMessage::SetPixelFormat(pf) => {
+                let mut st = h.lock();
+                st.pf = pf;
+                st.pf_changed = true;
+            }
+            ClientMessage::SetEncodings(list) => {
+                let mut st = h.lock();
+                st.ext_key_ack |= list.contains(&enc::QEMU_EXTENDED_KEY_EVENT)
+                    && !st.supports(enc::QEMU_EXTENDED_KEY_EVENT);
+                st.send_leds |= list.contains(&enc::QEMU_LED_STATE);
+                st.send_cursor |= list.contains(&enc::CURSOR);
+                st.encodings = list;
+                h.wake.notify_all();
+            }
+            ClientMessage::UpdateRequest { incremental, rect } => {
+                let mut st = h.lock();
+                // A pending full request stays full.
+                let incremental = incremental && st.request.is_none_or(|(i, _)| i);
+                st.request = Some((incremental, rect));
+                h.wake.notify_all();
+            }
+            ClientMessage::Key { down, keysym } => shared.input.key(down, keysym, None),
+            ClientMessage::ExtendedKey {
+                down,
+                keysym,
+                keycode,
+            } => shared.input.key(down, keysym, qemu_keycode_to_xt(keycode)),
+            ClientMessage::Pointer { buttons, x, y } => {
+                let (frame, _) = shared.screen();
+                let (w, hgt) = (frame.width, frame.height);
+                shared.input.pointer(
+                    x.min(w.saturating_sub(1)),
+                    y.min(hgt.saturating_sub(1)),
+                    buttons,
+                    w,
+                    hgt,
+                );
+            }
+            ClientMessage::CutText(_) => {}
+        }
+    }
+}
+
+/// Order in which encodings are considered when the client lists several.
+fn pick_encoding(list: &[i32]) -> i32 {
+    list.iter()
+        .copied()
+        .find(|e| matches!(*e, enc::RAW | enc::HEXTILE | enc::ZRLE | enc::TIGHT))
+        .unwrap_or(enc::RAW)
+}
+
+/// What the client currently has on screen.
+struct Sent {
+    frame: Option<Frame>,
+    size: (u16, u16),
+    frame_gen: u64,
+    cursor_gen: u64,
+    led_gen: u64,
+}
+
+fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<()> {
+    let (first, _) = shared.screen();
+    let mut sent = Sent {
+        frame: None,
+        size: (first.width, first.height),
+        frame_gen: 0,
+        cursor_gen: u64::MAX,
+        led_gen: u64::MAX,
+    };
+    let mut encoder = Encoder::new(Converter::new(PixelFormat::XRGB8888));
+    let mut msg = Vec::new();
+    loop {
+        let (incremental, region, encodings, ext_ack, leds, cursor) = {
+            let mut st = h.lock();
+            loop {
+                if st.closed {
+                    return Ok(());
+                }
+                if let Some((incr, _)) = st.request {
+                    let fresh = shared.frame_gen.load(Ordering::SeqCst) != sent.frame_gen;
+                    let cursor = st.send_cursor
+                        && shared.cursor_gen.load(Ordering::SeqCst) != sent.cursor_gen;
+                    let leds =
+                        st.send_leds && shared.led_gen.load(Ordering::SeqCst) != sent.led_gen;
+                    if !incr || fresh || st.pf_changed || st.ext_key_ack || leds || cursor {
+                        break;
+                    }
+                }
+                st = h
+                    .wake
+                    .wait_timeout(st, Duration::from_secs(1))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            if st.pf_changed {
+                st.pf_changed = false;
+                encoder = Encoder::new(Converter::new(st.pf));
+                sent.frame = None;
+            }
+            let Some((incremental, region)) = st.request.take() else {
+                continue;
+            };
+            let ext = std::mem::take(&mut st.ext_key_ack);
+            (
+                incremental,
+                region,
+                st.encodings.clone(),
+                ext,
+                st.send_leds,
+                st.send_cursor,
+            )
+        };
+        if let Some(level) = encodings
+            .iter()
+            .find(|e| (enc::COMPRESS_LEVEL_0..=enc::COMPRESS_LEVEL_0 + 9).contains(*e))
+        {
+            encoder.compress_level = (level - enc::COMPRESS_LEVEL_0) as u32;
+        }
+        let frame_gen = shared.frame_gen.load(Ordering::SeqCst);
+        let (frame, cursor_shape) = shared.screen();
+        msg.clear();
+        msg.extend_from_slice(&[0, 0, 0, 0]);
+        let mut count: u16 = 0;
+
+        if ext_ack {
+            put_rect_header(&mut msg, Rect::default(), enc::QEMU_EXTENDED_KEY_EVENT);
+            count += 1;
+        }
+        let led_gen = shared.led_gen.load(Ordering::SeqCst);
+        if leds && led_gen != sent.led_gen {
+            put_rect_header(&mut msg, Rect::default(), enc::QEMU_LED_STATE);
+            msg.push(shared.leds.load(Ordering::SeqCst));
+            count += 1;
+            sent.led_gen = led_gen;
+        }
+        let cursor_gen = shared.cursor_gen.load(Ordering::SeqCst);
+        if cursor && cursor_gen != sent.cursor_gen {
+            if let Some(c) = cursor_shape.as_deref() {
+                if put_cursor(&encoder.conv, c, &mut msg) {
+                    count += 1;
+                }
+            }
+            sent.cursor_gen = cursor_gen;
+        }
+
+        let size = (frame.width, frame.height);
+        let mut bounds = frame.bounds();
+        if size != sent.size {
+            let ext = encodings.contains(&enc::EXTENDED_DESKTOP_SIZE);
+            if ext || encodings.contains(&enc::DESKTOP_SIZE) {
+                put_resize(&mut msg, size, ext);
+                count += 1;
+                sent.size = size;
+                sent.frame = None;
+            } else {
+                // The client cannot follow: keep serving the part it knows about.
+                bounds = bounds.intersect(&Rect::new(0, 0, sent.size.0, sent.size.1));
+            }
+        }
+        let mut region = region.intersect(&bounds);
+        if sent.frame.is_none() && sent.size == size {
+            // After a resize (or format change) the client needs the whole new screen.
+            region = frame.bounds();
+        }
+        let rects = match (&sent.frame, incremental) {
+            (Some(old), true) if (old.width, old.height) == size => {
+                changed_rects(old, &frame, region)
+            }
+            _ if region.is_empty() => Vec::new(),
+            _ => vec![region],
+        };
+        let encoding = pick_encoding(&encodings);
+        let use_copy = encodings.contains(&enc::COPY_RECT);
+        for r in &rects {
+            if let (true, Some(old)) = (use_copy, &sent.frame) {
+                if let Some((src_y, dst)) = crate::encode::scroll::find_scroll(old, &frame, *r) {
+                    put_rect_header(&mut msg, dst, enc::COPY_RECT);
+                    msg.extend_from_slice(&dst.x.to_be_bytes());
+                    msg.extend_from_slice(&src_y.to_be_bytes());
+                    count = count.saturating_add(1);
+                    for rest in crate::encode::scroll::remainder(*r, dst) {
+                        count =
+                            count.saturating_add(encoder.encode(encoding, &frame, rest, &mut msg));
+                    }
+                    continue;
+                }
+            }
+            count = count.saturating_add(encoder.encode(encoding, &frame, *r, &mut msg));
+        }
+        if count == 0 && incremental {
+            // Woken without anything to show: keep the request for the next change.
+            sent.frame_gen = frame_gen;
+            let mut st = h.lock();
+            if st.request.is_none() {
+                st.request = Some((true, region));
+            }
+            continue;
+        }
+        msg[2..4].copy_from_slice(&count.to_be_bytes());
+        w.write_all(&msg)?;
+        w.flush()?;
+        match &mut sent.frame {
+            Some(old) if (old.width, old.height) == size => {
+                for r in &rects {
+                    old.copy_rect_from(&frame, *r);
+                }
+            }
+            _ => {
+                // Only a complete frame can serve as the comparison base.
+                if region == frame.bounds() {
+                    sent.frame = Some((*frame).clone());
+                }
+            }
+        }
+        sent.frame_gen = frame_gen;
+    }
+}
+
+fn put_resize(msg: &mut Vec<u8>, (w, h): (u16, u16), extended: bool) {
+    if extended {
+        put_rect_header(msg, Rect::new(0, 0, w, h), enc::EXTENDED_DESKTOP_SIZE);
+        // One screen covering the framebuffer.
+        msg.extend_from_slice(&[1, 0, 0, 0]);
+        msg.extend_from_slice(&0u32.to_be_bytes());
+        put_rect_bounds(msg, Rect::new(0, 0, w, h));
+        msg.extend_from_slice(&0u32.to_be_bytes());
+    } else {
+        put_rect_header(msg, Rect::new(0, 0, w, h), enc::DESKTOP_SIZE);
+    }
+}
+
+fn put_rect_bounds(msg: &mut Vec<u8>, r: Rect) {
+    for v in [r.x, r.y, r.w, r.h] {
+        msg.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn put_cursor(conv: &Converter, c: &Cursor, msg: &mut Vec<u8>) -> bool {
+    let n = usize::from(c.width) * usize::from(c.height);
+    let mask_len = usize::from(c.width).div_ceil(8) * usize::from(c.height);
+    if c.pixels.len() != n || c.mask.len() != mask_len {
+        log::warn!("vnc: ignoring malformed cursor {}x{}", c.width, c.height);
+        return false;
+    }
+    put_rect_header(
+        msg,
+        Rect::new(c.hot_x, c.hot_y, c.width, c.height),
+        enc::CURSOR,
+    );
+    for &p in &c.pixels {
+        conv.put(p, msg);
+    }
+    msg.extend_from_slice(&c.mask);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version(b"RFB 003.008\n").unwrap(), Version::V3_8);
+        assert_eq!(parse_version(b"RFB 003.007\n").unwrap(), Version::V3_7);
+        assert_eq!(parse_version(b"RFB 003.003\n").unwrap(), Version::V3_3);
+        assert_eq!(parse_version(b"RFB 003.005\n").unwrap(), Version::V3_3);
+        assert_eq!(parse_version(b"RFB 003.889\n").unwrap(), Version::V3_8);
+        assert!(parse_version(b"RFB 004.000\n").is_err());
+        assert!(parse_version(b"GET / HTTP/1").is_err());
+    }
+}

@@ -1,0 +1,519 @@
+//! The RFB server end to end over in-memory socket pairs, checked with the reference decoder
+//! in `vnc::client`.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vnc::client::RfbClient;
+use vnc::encode::Frame;
+use vnc::pixel::{Converter, PixelFormat};
+use vnc::proto::enc;
+use vnc::{Dirty, Framebuffer, InputSink, Rect, VncServer, VncServerOptions};
+
+/// A framebuffer the test paints directly.
+struct Screen {
+    frame: Frame,
+    dirty: Dirty,
+}
+
+impl Framebuffer for Screen {
+    fn size(&self) -> (u16, u16) {
+        (self.frame.width, self.frame.height)
+    }
+    fn pixel_format(&self) -> PixelFormat {
+        PixelFormat::XRGB8888
+    }
+    fn read_rect(&mut self, r: Rect, out: &mut Vec<u8>) {
+        for y in r.y..r.y + r.h {
+            for p in self.frame.row(r.x, y, r.w) {
+                out.extend_from_slice(&p.to_le_bytes());
+            }
+        }
+    }
+    fn take_dirty(&mut self) -> Dirty {
+        std::mem::replace(&mut self.dirty, Dirty::None)
+    }
+}
+
+#[derive(Default)]
+struct Events(Mutex<Vec<String>>);
+
+impl InputSink for Events {
+    fn key(&self, down: bool, keysym: u32, xt: Option<u16>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("key {down} {keysym:#x} {xt:?}"));
+    }
+    fn pointer(&self, x: u16, y: u16, buttons: u8, w: u16, h: u16) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("ptr {x} {y} {buttons} {w}x{h}"));
+    }
+}
+
+/// Photo-like content mixed with flat areas, text-like stripes and gradients, so every
+/// sub-encoding gets used.
+fn pattern(w: u16, h: u16) -> Frame {
+    let mut f = Frame::new(w, h, 0x202020);
+    for y in 0..h {
+        for x in 0..w {
+            let i = usize::from(y) * usize::from(w) + usize::from(x);
+            let (xu, yu) = (u32::from(x), u32::from(y));
+            f.pixels[i] = match (x / 40, y / 30) {
+                (0, _) => 0x00ff_0000,
+                (1, _) => ((xu * 3) << 16) | (((yu * 2) & 0xff) << 8) | 0x40,
+                (2, _) if (x + y) % 7 < 2 => 0x00ff_ffff,
+                (3, _) => xu.wrapping_mul(2654435761) ^ yu.wrapping_mul(40503),
+                (4, _) => {
+                    [0x000000, 0x0000ff, 0x00ff00, 0xffff00, 0x808080][(xu * yu % 5) as usize]
+                }
+                _ => 0x00_10_20_30,
+            } & 0xffffff;
+        }
+    }
+    f
+}
+
+struct Rig {
+    server: VncServer,
+    screen: Arc<Mutex<Screen>>,
+    events: Arc<Events>,
+}
+
+fn rig(w: u16, h: u16, password: Option<&[u8]>) -> Rig {
+    let screen = Arc::new(Mutex::new(Screen {
+        frame: pattern(w, h),
+        dirty: Dirty::None,
+    }));
+    let events = Arc::new(Events::default());
+    let server = VncServer::new(
+        screen.clone(),
+        events.clone(),
+        VncServerOptions {
+            password: password.map(|p| p.to_vec()),
+            poll_interval: Duration::from_millis(5),
+            auth_failure_delay: Duration::from_millis(1),
+            auth_max_failures: 3,
+            ..Default::default()
+        },
+    );
+    Rig {
+        server,
+        screen,
+        events,
+    }
+}
+
+impl Rig {
+    fn connect_raw(&self) -> UnixStream {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let closer = b.try_clone().unwrap();
+        self.server.serve(
+            Box::new(b.try_clone().unwrap()),
+            Box::new(b),
+            Box::new(move || {
+                let _ = closer.shutdown(std::net::Shutdown::Both);
+            }),
+        );
+        a
+    }
+
+    fn connect(&self, password: Option<&[u8]>, shared: bool) -> RfbClient<UnixStream> {
+        RfbClient::connect(self.connect_raw(), password, shared).unwrap()
+    }
+
+    fn paint(&self, r: Rect, c: u32) {
+        let mut s = self.screen.lock().unwrap();
+        for y in r.y..r.y + r.h {
+            for x in r.x..r.x + r.w {
+                let w = s.frame.width;
+                s.frame.pixels[usize::from(y) * usize::from(w) + usize::from(x)] = c;
+            }
+        }
+        s.dirty = Dirty::Rects(vec![r]);
+    }
+
+    fn expected(&self, pf: PixelFormat) -> Vec<u32> {
+        let conv = Converter::new(pf);
+        let s = self.screen.lock().unwrap();
+        s.frame.pixels.iter().map(|&p| conv.quantise(p)).collect()
+    }
+}
+
+/// Compare a decoded screen with the expected pixels without printing megabytes.
+#[track_caller]
+fn assert_screen(got: &[u32], want: &[u32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: size");
+    let bad: Vec<usize> = (0..got.len()).filter(|&i| got[i] != want[i]).collect();
+    assert!(
+        bad.is_empty(),
+        "{what}: {} pixels differ, first at {} ({:#x} vs {:#x})",
+        bad.len(),
+        bad[0],
+        got[bad[0]],
+        want[bad[0]]
+    );
+}
+
+fn formats() -> Vec<PixelFormat> {
+    let novnc = PixelFormat {
+        red_shift: 0,
+        blue_shift: 16,
+        ..PixelFormat::XRGB8888
+    };
+    let be_high = PixelFormat {
+        big_endian: true,
+        red_shift: 24,
+        green_shift: 16,
+        blue_shift: 8,
+        ..PixelFormat::XRGB8888
+    };
+    let be565 = PixelFormat {
+        big_endian: true,
+        ..PixelFormat::RGB565
+    };
+    vec![
+        PixelFormat::XRGB8888,
+        novnc,
+        be_high,
+        PixelFormat::RGB565,
+        be565,
+        PixelFormat::BGR233,
+    ]
+}
+
+#[test]
+fn every_encoding_and_format_decodes_to_the_screen() {
+    let rig = rig(237, 101, None);
+    for encoding in [enc::RAW, enc::HEXTILE, enc::ZRLE, enc::TIGHT] {
+        for pf in formats() {
+            let mut c = rig.connect(None, true);
+            c.set_pixel_format(pf).unwrap();
+            c.set_encodings(&[encoding]).unwrap();
+            c.request(false).unwrap();
+            let info = c.read_update().unwrap();
+            assert!(
+                info.rects.iter().all(|(_, e)| *e == encoding),
+                "{encoding}: {:?}",
+                info.rects
+            );
+            assert_screen(
+                &c.screen.pixels,
+                &rig.expected(pf),
+                &format!("encoding {encoding} format {pf:?}"),
+            );
+            // An incremental update after a change carries only the changed area, and the
+            // per-client zlib streams keep working across updates.
+            rig.paint(Rect::new(50, 40, 30, 20), 0x00ab_cdef);
+            c.request(true).unwrap();
+            let info = c.read_update().unwrap();
+            let area: usize = info.rects.iter().map(|(r, _)| r.area()).sum();
+            assert!(area > 0 && area <= 48 * 32, "{encoding}: {:?}", info.rects);
+            assert_screen(
+                &c.screen.pixels,
+                &rig.expected(pf),
+                &format!("encoding {encoding} format {pf:?}"),
+            );
+            rig.paint(Rect::new(50, 40, 30, 20), pattern(237, 101).pixels[0]);
+            c.request(true).unwrap();
+            c.read_update().unwrap();
+            assert_screen(&c.screen.pixels, &rig.expected(pf), "restored");
+        }
+    }
+}
+
+#[test]
+fn compressed_encodings_beat_raw_on_a_full_screen() {
+    let rig = rig(320, 200, None);
+    let mut sizes = Vec::new();
+    for encoding in [enc::RAW, enc::HEXTILE, enc::ZRLE, enc::TIGHT] {
+        let mut c = rig.connect(None, true);
+        c.set_encodings(&[encoding]).unwrap();
+        c.request(false).unwrap();
+        sizes.push(c.read_update().unwrap().bytes);
+    }
+    assert!(sizes[0] >= 320 * 200 * 4, "{sizes:?}");
+    assert!(
+        sizes[1] < sizes[0] && sizes[2] < sizes[1] && sizes[3] < sizes[1],
+        "{sizes:?}"
+    );
+}
+
+#[test]
+fn a_small_change_sends_one_tile() {
+    let rig = rig(64, 64, None);
+    let mut c = rig.connect(None, true);
+    c.set_encodings(&[enc::ZRLE]).unwrap();
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    c.request(true).unwrap();
+    rig.paint(Rect::new(1, 1, 2, 2), 0x00ff00);
+    let info = c.read_update().unwrap();
+    assert_eq!(info.rects, vec![(Rect::new(0, 0, 16, 16), enc::ZRLE)]);
+    assert_screen(
+        &c.screen.pixels,
+        &rig.expected(PixelFormat::XRGB8888),
+        "screen",
+    );
+}
+
+/// Whether `s` has bytes waiting (they are consumed; only used where none are allowed).
+fn c_stream_has_data(s: &mut UnixStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 1];
+    let r = matches!(s.read(&mut b), Ok(n) if n > 0);
+    s.set_nonblocking(false).unwrap();
+    r
+}
+
+#[test]
+fn no_update_while_idle() {
+    let rig = rig(64, 64, None);
+    let raw = rig.connect_raw();
+    let peek = raw.try_clone().unwrap();
+    let mut c = RfbClient::connect(raw, None, true).unwrap();
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    c.request(true).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut peek = peek;
+    assert!(
+        !c_stream_has_data(&mut peek),
+        "idle screen produced traffic"
+    );
+    // A dirty hint without a real change sends nothing either.
+    rig.screen.lock().unwrap().dirty = Dirty::All;
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!c_stream_has_data(&mut peek));
+    rig.paint(Rect::new(40, 40, 1, 1), 0xffffff);
+    c.read_update().unwrap();
+    assert_screen(
+        &c.screen.pixels,
+        &rig.expected(PixelFormat::XRGB8888),
+        "screen",
+    );
+}
+
+#[test]
+fn resize_is_announced_and_resent() {
+    let rig = rig(100, 80, None);
+    let mut c = rig.connect(None, true);
+    c.set_encodings(&[enc::ZRLE, enc::EXTENDED_DESKTOP_SIZE, enc::DESKTOP_SIZE])
+        .unwrap();
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    {
+        let mut s = rig.screen.lock().unwrap();
+        s.frame = pattern(160, 90);
+    }
+    c.request(true).unwrap();
+    let info = c.read_update().unwrap();
+    assert_eq!(
+        info.rects[0],
+        (Rect::new(0, 0, 160, 90), enc::EXTENDED_DESKTOP_SIZE)
+    );
+    assert_eq!((c.screen.width, c.screen.height), (160, 90));
+    assert_screen(
+        &c.screen.pixels,
+        &rig.expected(PixelFormat::XRGB8888),
+        "screen",
+    );
+}
+
+#[test]
+fn scrolling_uses_copyrect() {
+    let rig = rig(200, 120, None);
+    let mut c = rig.connect(None, true);
+    c.set_encodings(&[enc::ZRLE, enc::COPY_RECT]).unwrap();
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    {
+        let mut s = rig.screen.lock().unwrap();
+        let w = 200usize;
+        s.frame.pixels.copy_within(16 * w.., 0);
+        let n = s.frame.pixels.len();
+        s.frame.pixels[n - 16 * w..].fill(0x000080);
+        s.dirty = Dirty::All;
+    }
+    c.request(true).unwrap();
+    let info = c.read_update().unwrap();
+    assert!(
+        info.rects.iter().any(|(_, e)| *e == enc::COPY_RECT),
+        "{:?}",
+        info.rects
+    );
+    assert_screen(
+        &c.screen.pixels,
+        &rig.expected(PixelFormat::XRGB8888),
+        "screen",
+    );
+}
+
+#[test]
+fn input_reaches_the_sink() {
+    let rig = rig(64, 48, None);
+    let mut c = rig.connect(None, true);
+    c.set_encodings(&[enc::RAW, enc::QEMU_EXTENDED_KEY_EVENT, enc::QEMU_LED_STATE])
+        .unwrap();
+    c.request(false).unwrap();
+    // The first update acknowledges extended key events and reports the LEDs.
+    c.read_update().unwrap();
+    let mut tries = 0;
+    while !(c.ext_key && c.leds.is_some()) && tries < 3 {
+        c.request(false).unwrap();
+        c.read_update().unwrap();
+        tries += 1;
+    }
+    assert!(c.ext_key);
+    assert_eq!(c.leds, Some(0));
+    rig.server.set_leds(4);
+    c.request(true).unwrap();
+    c.read_update().unwrap();
+    assert_eq!(c.leds, Some(4));
+    c.key(true, 0x61).unwrap();
+    c.key(false, 0x61).unwrap();
+    c.ext_key(true, 0xff0d, 0x9c).unwrap();
+    c.pointer(10, 20, 1).unwrap();
+    c.pointer(1000, 1000, 0).unwrap();
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    let ev = rig.events.0.lock().unwrap().clone();
+    assert_eq!(
+        ev,
+        [
+            "key true 0x61 None",
+            "key false 0x61 None",
+            "key true 0xff0d Some(57372)",
+            "ptr 10 20 1 64x48",
+            "ptr 63 47 0 64x48"
+        ]
+    );
+}
+
+#[test]
+fn password_accepted_and_rejected() {
+    let rig = rig(32, 32, Some(b"s3cret"));
+    let mut ok = rig.connect(Some(b"s3cret"), true);
+    ok.request(false).unwrap();
+    ok.read_update().unwrap();
+    match RfbClient::connect(rig.connect_raw(), Some(b"wrong"), true) {
+        Err(vnc::VncError::AuthFailed(reason)) => {
+            assert!(reason.contains("wrong password"), "{reason}")
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("wrong password accepted"),
+    }
+    // After the failure budget (3) is used up, even the right password is refused for a while.
+    for _ in 0..2 {
+        assert!(RfbClient::connect(rig.connect_raw(), Some(b"bad"), true).is_err());
+    }
+    match RfbClient::connect(rig.connect_raw(), Some(b"s3cret"), true) {
+        Err(vnc::VncError::AuthFailed(reason)) => assert!(reason.contains("too many"), "{reason}"),
+        other => panic!("expected lockout, got {:?}", other.is_ok()),
+    }
+    // The client that logged in earlier is unaffected.
+    ok.request(false).unwrap();
+    ok.read_update().unwrap();
+}
+
+#[test]
+fn old_protocol_versions() {
+    let rig = rig(16, 16, None);
+    for (version, expect_type) in [
+        (&b"RFB 003.003\n"[..], &[0u8, 0, 0, 1][..]),
+        (b"RFB 003.007\n", &[1, 1]),
+    ] {
+        let mut s = rig.connect_raw();
+        let mut v = [0u8; 12];
+        s.read_exact(&mut v).unwrap();
+        assert_eq!(&v, b"RFB 003.008\n");
+        s.write_all(version).unwrap();
+        let mut t = vec![0u8; expect_type.len()];
+        s.read_exact(&mut t).unwrap();
+        assert_eq!(t, expect_type);
+        if version == b"RFB 003.007\n" {
+            s.write_all(&[1]).unwrap();
+        }
+        // No SecurityResult for None before 3.8: ServerInit follows ClientInit directly.
+        s.write_all(&[1]).unwrap();
+        let mut init = [0u8; 24];
+        s.read_exact(&mut init).unwrap();
+        assert_eq!(&init[..4], &[0, 16, 0, 16]);
+        assert_eq!(&init[20..24], &4u32.to_be_bytes());
+    }
+}
+
+#[test]
+fn hostile_client_is_dropped_alone() {
+    let rig = rig(48, 48, None);
+    let mut good = rig.connect(None, true);
+    let bad_inputs: Vec<Vec<u8>> = vec![
+        vec![42],                        // unknown message type
+        vec![6, 0, 0, 0, 0x7f, 0, 0, 0], // 2 GiB cut text
+        vec![
+            0, 0, 0, 0, 24, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0,
+        ], // 24 bpp
+        vec![255, 7],                    // unknown QEMU subtype
+    ];
+    for b in bad_inputs {
+        let mut bad = rig.connect(None, true);
+        bad.send_raw(&b).unwrap();
+        bad.request(false).unwrap_or(());
+        assert!(bad.read_update().is_err(), "{b:?} not rejected");
+    }
+    // A request for an absurd rectangle is clipped, not trusted.
+    good.send_raw(&[3, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    let info = good.read_update().unwrap();
+    assert_eq!(info.rects, vec![(Rect::new(0, 0, 48, 48), enc::RAW)]);
+    good.request(false).unwrap();
+    good.read_update().unwrap();
+    assert_screen(
+        &good.screen.pixels,
+        &rig.expected(PixelFormat::XRGB8888),
+        "good client",
+    );
+}
+
+#[test]
+fn exclusive_client_disconnects_the_others() {
+    let rig = rig(16, 16, None);
+    let mut a = rig.connect(None, true);
+    a.request(false).unwrap();
+    a.read_update().unwrap();
+    let mut b = rig.connect(None, false);
+    b.request(false).unwrap();
+    b.read_update().unwrap();
+    a.request(false).unwrap_or(());
+    assert!(a.read_update().is_err());
+    assert_eq!(rig.server.client_count(), 1);
+}
+
+#[test]
+fn a_stalled_client_does_not_stall_the_others() {
+    let rig = rig(400, 300, None);
+    // This one asks for updates and never reads them: its socket buffer fills up.
+    let mut stalled = rig.connect(None, true);
+    stalled.set_encodings(&[enc::RAW]).unwrap();
+    let mut live = rig.connect(None, true);
+    live.set_encodings(&[enc::ZRLE]).unwrap();
+    live.request(false).unwrap();
+    live.read_update().unwrap();
+    for i in 0..20u32 {
+        stalled.request(false).unwrap();
+        rig.paint(Rect::new(0, 0, 400, 300), i * 0x010203);
+        live.request(true).unwrap();
+        live.read_update().unwrap();
+        // Latest frame wins: the live client converges on the newest content.
+        let want = rig.expected(PixelFormat::XRGB8888);
+        while live.screen.pixels != want {
+            live.request(true).unwrap();
+            live.read_update().unwrap();
+        }
+    }
+}
