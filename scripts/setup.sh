@@ -7,6 +7,8 @@ SUDO=""
 
 need_pkgs=(gcc make binutils iproute2 bridge-utils tcpdump busybox-static xorriso isolinux
   syslinux-common grub-pc-bin grub-common mtools cpio python3 python3-pip)
+# vnc: console fonts (VGA text-mode font source) and real VNC clients for the screen tests.
+need_pkgs+=(console-setup-linux xvfb tigervnc-viewer novnc chromium)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,5 +30,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --allow-downgrades ${missing[@]}
 fi
+# vnc: vncdotool drives the real-client screen tests.
+python3 -m pip show vncdotool >/dev/null 2>&1 || python3 -m pip install -q vncdotool \
+  || python3 -m pip install -q --break-system-packages vncdotool
 command -v qemu-img >/dev/null || { echo "setup: qemu-img missing after install" >&2; exit 1; }
 echo "setup: ok ($(qemu-system-x86_64 --version | head -1))" >&2
