@@ -1,0 +1,273 @@
+//! `--disk` options, opening the image behind them, and image locking.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use qcow::BlockBackend;
+
+/// Errors of disk option parsing and opening.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// The option string is malformed.
+    #[error("invalid disk option '{0}': {1}")]
+    Option(String, String),
+    /// Another process (or another disk of this one) holds the image.
+    #[error("image {0} is in use by another process (locked); stop it or use readonly=on on both")]
+    Locked(PathBuf),
+    /// Opening or locking failed.
+    #[error("cannot open disk image {path}: {source}")]
+    Io {
+        /// The image path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The block engine refused the image.
+    #[error("cannot open disk image {path}: {source}")]
+    Image {
+        /// The image path.
+        path: PathBuf,
+        /// The cause.
+        source: qcow::BlockError,
+    },
+}
+
+/// Image format as given by `format=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// The file is the disk.
+    Raw,
+    /// QEMU copy-on-write v2/v3.
+    Qcow2,
+}
+
+/// Host caching, as QEMU's `cache=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DiskCache {
+    /// Host page cache; guest flushes fsync.
+    #[default]
+    Writeback,
+    /// O_DIRECT, bypassing the host page cache; guest flushes fsync.
+    None,
+    /// Guest flushes are ignored (scratch disks, tests).
+    Unsafe,
+}
+
+/// What to do with guest discards, as QEMU's `discard=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DiskDiscard {
+    /// Do not offer discard (QEMU's default).
+    #[default]
+    Ignore,
+    /// Offer discard and free the space in the image.
+    Unmap,
+}
+
+/// One `--disk PATH[,format=qcow2|raw][,readonly=on][,cache=…][,serial=STR][,discard=…]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Image path.
+    pub path: PathBuf,
+    /// Format; `None` detects qcow2 by its magic and treats anything else as raw (with a warning).
+    pub format: Option<DiskFormat>,
+    /// Refuse guest writes.
+    pub readonly: bool,
+    /// Host caching.
+    pub cache: DiskCache,
+    /// Serial number reported by GET_ID (at most 20 bytes).
+    pub serial: Option<String>,
+    /// Discard handling.
+    pub discard: DiskDiscard,
+}
+
+/// Longest serial virtio-blk can report.
+pub const SERIAL_LEN: usize = 20;
+
+fn on_off(key: &str, v: &str, s: &str) -> Result<bool, DiskError> {
+    match v {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err(DiskError::Option(
+            s.into(),
+            format!("{key}= takes on or off"),
+        )),
+    }
+}
+
+impl FromStr for DiskConfig {
+    type Err = DiskError;
+
+    fn from_str(s: &str) -> Result<Self, DiskError> {
+        let bad = |m: &str| DiskError::Option(s.into(), m.into());
+        let mut parts = s.split(',');
+        let first = parts.next().unwrap_or_default();
+        let path = first.strip_prefix("path=").unwrap_or(first);
+        if path.is_empty() {
+            return Err(bad("the image path is missing (PATH[,option=value…])"));
+        }
+        let mut cfg = DiskConfig {
+            path: PathBuf::from(path),
+            format: None,
+            readonly: false,
+            cache: DiskCache::default(),
+            serial: None,
+            discard: DiskDiscard::default(),
+        };
+        for kv in parts {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("'{kv}' is not key=value")))?;
+            match k {
+                "format" => {
+                    cfg.format = Some(match v {
+                        "raw" => DiskFormat::Raw,
+                        "qcow2" => DiskFormat::Qcow2,
+                        _ => return Err(bad("format= takes raw or qcow2")),
+                    })
+                }
+                "readonly" => cfg.readonly = on_off(k, v, s)?,
+                "cache" => {
+                    cfg.cache = match v {
+                        "writeback" => DiskCache::Writeback,
+                        "none" => DiskCache::None,
+                        "unsafe" => DiskCache::Unsafe,
+                        _ => return Err(bad("cache= takes writeback, none or unsafe")),
+                    }
+                }
+                "serial" => {
+                    if v.len() > SERIAL_LEN || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(bad("serial= takes up to 20 printable ASCII characters"));
+                    }
+                    cfg.serial = Some(v.to_string());
+                }
+                "discard" => {
+                    cfg.discard = match v {
+                        "unmap" | "on" => DiskDiscard::Unmap,
+                        "ignore" | "off" => DiskDiscard::Ignore,
+                        _ => return Err(bad("discard= takes unmap or ignore")),
+                    }
+                }
+                _ => return Err(bad(&format!("unknown option '{k}'"))),
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// An OFD lock on an image: exclusive for writers, shared for readers, released on drop.
+///
+/// OFD locks belong to the open file, so two opens conflict even inside one process, and they
+/// are released when the process dies.
+pub struct ImageLock {
+    _file: File,
+}
+
+impl ImageLock {
+    /// Lock `path` (without waiting): shared when `readonly`, exclusive otherwise.
+    pub fn acquire(path: &Path, readonly: bool) -> Result<Self, DiskError> {
+        let io = |source| DiskError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        // A write lock needs a file opened for writing.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!readonly)
+            .open(path)
+            .map_err(io)?;
+        // SAFETY: flock is plain data; zeroed is a valid starting value.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = if readonly {
+            libc::F_RDLCK
+        } else {
+            libc::F_WRLCK
+        } as i16;
+        fl.l_whence = libc::SEEK_SET as i16;
+        fl.l_start = 0;
+        fl.l_len = 1;
+        // SAFETY: F_OFD_SETLK on an fd we own with a pointer to a live flock.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EACCES) => DiskError::Locked(path.to_path_buf()),
+                _ => io(e),
+            });
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+/// An open disk: the backend, its settings, and the lock that keeps others out.
+pub struct Disk {
+    /// Block I/O.
+    pub backend: Arc<dyn BlockBackend>,
+    /// The options it was opened with.
+    pub config: DiskConfig,
+    _lock: ImageLock,
+}
+
+impl DiskConfig {
+    /// Lock and open the image.
+    pub fn open(&self) -> Result<Disk, DiskError> {
+        let lock = ImageLock::acquire(&self.path, self.readonly)?;
+        let img = |source| DiskError::Image {
+            path: self.path.clone(),
+            source,
+        };
+        let format = match self.format {
+            Some(f) => f,
+            None => detect(&self.path)?,
+        };
+        let backend: Arc<dyn BlockBackend> = match format {
+            DiskFormat::Raw => {
+                let mut o = OpenOptions::new();
+                o.read(true).write(!self.readonly);
+                if self.cache == DiskCache::None {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    o.custom_flags(libc::O_DIRECT);
+                }
+                let f = o.open(&self.path).map_err(|source| DiskError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
+                Arc::new(qcow::RawFile::from_file(f, self.readonly).map_err(img)?)
+            }
+            DiskFormat::Qcow2 => {
+                return Err(img(qcow::BlockError::Unsupported(
+                    "qcow2 images are not wired to virtio-blk yet; convert with \
+                     qemu-img convert -O raw"
+                        .into(),
+                )))
+            }
+        };
+        Ok(Disk {
+            backend,
+            config: self.clone(),
+            _lock: lock,
+        })
+    }
+}
+
+/// qcow2 if the file starts with the qcow2 magic, raw otherwise (with a warning, since a
+/// guest could write that magic into a raw disk: give format= explicitly).
+fn detect(path: &Path) -> Result<DiskFormat, DiskError> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|source| DiskError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut magic = [0u8; 4];
+    let n = f.read(&mut magic).unwrap_or(0);
+    if n == 4 && magic == *b"QFI\xfb" {
+        return Ok(DiskFormat::Qcow2);
+    }
+    log::warn!(
+        "{}: no qcow2 magic, treating it as raw; give format=raw to silence this",
+        path.display()
+    );
+    Ok(DiskFormat::Raw)
+}
