@@ -11,6 +11,7 @@
 pub mod bus;
 pub mod irq;
 pub mod pci;
+pub mod scsi;
 pub mod virtio;
 
 /// Guest RAM as every device sees it; the VMM and the vhost-user backends both hand this in.
