@@ -147,12 +147,15 @@ impl Outcome {
         self.lines().find_map(|l| l.strip_prefix(prefix))
     }
 
-    /// Value of `key=value` on the first serial line starting with `prefix` (space-separated
-    /// fields).
+    /// Value of the first `key=value` field (space separated) on a serial line starting with
+    /// `prefix`; lines with that prefix but without the key are skipped.
     pub fn field(&self, prefix: &str, key: &str) -> Option<&str> {
-        let rest = self.line(prefix)?;
-        rest.split_whitespace()
-            .find_map(|f| f.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        self.lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .find_map(|rest| {
+                rest.split_whitespace()
+                    .find_map(|f| f.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            })
     }
 
     /// Numeric `key=value` field (decimal or 0x hex).

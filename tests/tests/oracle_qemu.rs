@@ -1,34 +1,206 @@
-//! The guests themselves under QEMU TCG (the oracle): proves each guest and its image formats
-//! work on a reference machine, independently of rvmm.
+//! Every test guest under QEMU TCG, the oracle: proves the guests and their image formats are
+//! right on a reference machine, independently of rvmm. (QEMU's firmware differs from rvmm's
+//! contract, so only the universal checks and QEMU-independent facts are asserted here.)
 
-use rvmm_tests::{guest_image, qemu, Format};
+use rvmm_tests::{fnv1a32, guest, guest_image, qemu, Format};
+use std::time::Duration;
+
+fn initrd_file(len: usize) -> (tempfile::NamedTempFile, u32) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut f = tempfile::NamedTempFile::new().expect("temp initrd");
+    std::io::Write::write_all(&mut f, &data).expect("write initrd");
+    (f, fnv1a32(&data))
+}
 
 #[test]
-fn hello_bzimage_under_qemu() {
+fn bootcheck_bzimage_32bit_entry() {
+    let (initrd, hash) = initrd_file(300_000);
+    let cmdline = format!("console=ttyS0 expect_initrd_size=300000 expect_initrd_fnv={hash:#x}");
     let out = qemu()
-        .kernel(guest_image("hello", Format::BzImage))
-        .cmdline("hello=1")
+        .kernel(guest_image("bootcheck", Format::BzImage))
+        .initrd(initrd.path())
+        .cmdline(&cmdline)
         .run();
     out.assert_pass();
     assert_eq!(
-        out.line("hello from "),
-        Some("bzimage32 cpl=3 cmdline=hello=1"),
+        out.field("bootcheck: ", "kind"),
+        Some("bzimage32"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.line("cmdline: "),
+        Some(cmdline.as_str()),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.field_u64("initrd: ", "size"),
+        Some(300_000),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.field_u64("initrd: ", "fnv1a"),
+        Some(hash.into()),
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.field_u64("acpi: ", "rsdp_scan").unwrap_or(0) != 0,
         "{}",
         out.report()
     );
 }
 
 #[test]
-fn hello_pvh_under_qemu() {
+fn bootcheck_pvh_entry() {
+    let (initrd, hash) = initrd_file(70_000);
+    let cmdline = format!("pvh=1 expect_initrd_size=70000 expect_initrd_fnv={hash:#x}");
     let out = qemu()
-        .kernel(guest_image("hello", Format::Pvh))
-        .cmdline("hello=2")
+        .kernel(guest_image("bootcheck", Format::Pvh))
+        .initrd(initrd.path())
+        .cmdline(&cmdline)
         .run();
     out.assert_pass();
     assert_eq!(
-        out.line("hello from "),
-        Some("pvh cpl=3 cmdline=hello=2"),
+        out.field("bootcheck: ", "kind"),
+        Some("pvh"),
         "{}",
         out.report()
     );
+    assert_eq!(
+        out.field("pvh: ", "magic"),
+        Some("0x336ec578"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.line("cmdline: "),
+        Some(cmdline.as_str()),
+        "{}",
+        out.report()
+    );
+}
+
+#[test]
+fn bootcheck_detects_a_wrong_initrd() {
+    // The guest's own checks must be able to fail: announce a hash the initrd does not have.
+    let (initrd, hash) = initrd_file(4096);
+    let cmdline = format!("expect_initrd_fnv={:#x}", hash ^ 1);
+    let out = qemu()
+        .kernel(guest("bootcheck"))
+        .initrd(initrd.path())
+        .cmdline(&cmdline)
+        .run();
+    assert_eq!(
+        out.guest_exit(),
+        Some(rvmm_tests::EXIT_FAIL),
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("FAIL: initrd hash")),
+        "{}",
+        out.report()
+    );
+}
+
+#[test]
+fn smp_starts_every_ap() {
+    let out = qemu().kernel(guest("smp")).cpus(4).run();
+    out.assert_pass();
+    assert_eq!(
+        out.field_u64("smp: ", "cpus_online"),
+        Some(4),
+        "{}",
+        out.report()
+    );
+    for id in 1..4 {
+        let line = format!("ap: index={id} apic_id={id} cpuid_apic_id={id} cpl=0");
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing `{line}`\n{}",
+            out.report()
+        );
+    }
+}
+
+#[test]
+fn timer_interrupts_arrive() {
+    let out = qemu().kernel(guest("timer")).run();
+    out.assert_pass();
+    assert!(
+        out.field_u64("timer: lapic ", "ticks").unwrap_or(0) >= 5,
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.field_u64("timer: pit ", "ticks").unwrap_or(0) >= 5,
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.field_u64("timer: pit ", "gsi"),
+        Some(2),
+        "{}",
+        out.report()
+    );
+}
+
+#[test]
+fn poweroff_through_acpi_s5() {
+    let out = qemu().kernel(guest("poweroff")).run();
+    assert!(!out.timed_out, "{}", out.report());
+    assert_eq!(out.status, Some(0), "{}", out.report());
+    assert!(
+        out.lines()
+            .any(|l| l == "poweroff: writing SLP_TYP|SLP_EN to PM1a_CNT"),
+        "{}",
+        out.report()
+    );
+    assert!(!out.serial.contains("FAIL"), "{}", out.report());
+}
+
+#[test]
+fn reboot_with_no_reboot_exits() {
+    let out = qemu().kernel(guest("reboot")).run();
+    assert!(!out.timed_out, "{}", out.report());
+    assert_eq!(out.status, Some(0), "{}", out.report());
+    assert_eq!(
+        out.lines().filter(|l| *l == "reboot: boot").count(),
+        1,
+        "{}",
+        out.report()
+    );
+    assert!(!out.serial.contains("FAIL"), "{}", out.report());
+}
+
+#[test]
+fn reboot_restarts_the_guest() {
+    // Without -no-reboot QEMU resets and boots the same kernel again.
+    let vm = qemu();
+    let out = vm
+        .args(["-action", "reboot=reset"])
+        .kernel(guest("reboot"))
+        .timeout(Duration::from_secs(30))
+        .stop_when(|s| s.matches("reboot: boot").count() >= 2)
+        .run();
+    assert!(out.stopped, "guest did not boot twice\n{}", out.report());
+    assert!(!out.serial.contains("FAIL"), "{}", out.report());
+}
+
+#[test]
+fn demo_prints_banner_and_powers_off() {
+    let out = qemu().kernel(guest("demo")).cpus(2).cmdline("demo").run();
+    assert_eq!(out.status, Some(0), "{}", out.report());
+    assert!(out.serial.contains("rvmm demo guest"), "{}", out.report());
+    assert!(
+        out.serial.contains("CPUs:   2 in the ACPI MADT"),
+        "{}",
+        out.report()
+    );
+    assert!(out.lines().any(|l| l == "demo: ok"), "{}", out.report());
 }

@@ -178,3 +178,50 @@ int madt_parse(struct madt_info *m)
 	}
 	return 0;
 }
+
+void acpi_poweroff(void)
+{
+	u64 fadt = acpi_find_table("FACP", 0);
+	if (!fadt) {
+		printf("poweroff: no FADT\n");
+		return;
+	}
+	u32 len = mmio_read32(fadt + 4);
+	u32 flags = len >= 116 ? mmio_read32(fadt + 112) : 0;
+	u32 pm1a_cnt = mmio_read32(fadt + 64);
+	if (!pm1a_cnt && len >= 184)
+		pm1a_cnt = (u32)mmio_read64(fadt + 176); /* X_PM1a_CNT_BLK address (I/O space) */
+	u32 smi_cmd = mmio_read32(fadt + 48);
+	u8 acpi_enable = mmio_read8(fadt + 52);
+	int typ = acpi_s5_slp_typ(acpi_find_table("DSDT", 0));
+	printf("poweroff: pm1a_cnt=%#x slp_typ=%d smi_cmd=%#x hw_reduced=%u\n", pm1a_cnt, typ, smi_cmd,
+	       (flags >> 20) & 1);
+	if (typ < 0) {
+		printf("poweroff: no _S5 object in the DSDT\n");
+		return;
+	}
+	if (pm1a_cnt) {
+		/* ACPI mode (SCI_EN) first, through SMI_CMD when the platform has one. */
+		if (!(inw(pm1a_cnt) & 1) && smi_cmd && acpi_enable) {
+			outb(smi_cmd, acpi_enable);
+			u64 end = tsc_deadline_ms(1000);
+			while (!(inw(pm1a_cnt) & 1) && rdtsc() < end)
+				cpu_relax();
+		}
+		printf("poweroff: writing SLP_TYP|SLP_EN to PM1a_CNT\n");
+		outw(pm1a_cnt, (u16)((typ << 10) | (1 << 13)));
+	} else if (len >= 256 && mmio_read64(fadt + 248)) {
+		u8 space = mmio_read8(fadt + 244);
+		u64 reg = mmio_read64(fadt + 248);
+		u8 v = (u8)(((typ & 7) << 2) | (1 << 5));
+		printf("poweroff: writing SLP_TYP|SLP_EN to the sleep control register\n");
+		if (space == 1)
+			outb((u16)reg, v);
+		else
+			mmio_write8(reg, v);
+	} else {
+		printf("poweroff: FADT has neither PM1a_CNT nor a sleep control register\n");
+		return;
+	}
+	delay_us(1000000);
+}

@@ -47,6 +47,22 @@ static void set_gate(int v, u64 handler, u8 type)
 	idt[v].reserved = 0;
 }
 
+/* Remap the 8259 pair to vectors 0x20-0x2f and mask every line: firmware (QEMU's SeaBIOS) leaves
+ * them at the BIOS vectors, where the PIT's IRQ 0 would alias the double-fault vector. */
+static void pic_init(void)
+{
+	outb(0x20, 0x11);
+	outb(0xa0, 0x11);
+	outb(0x21, 0x20);
+	outb(0xa1, 0x28);
+	outb(0x21, 0x04);
+	outb(0xa1, 0x02);
+	outb(0x21, 0x01);
+	outb(0xa1, 0x01);
+	outb(0x21, 0xff);
+	outb(0xa1, 0xff);
+}
+
 static void user_start(u64 arg)
 {
 	(void)arg;
@@ -59,6 +75,7 @@ static void user_start(u64 arg)
 void lib_start(void)
 {
 	serial_init();
+	pic_init();
 	u64 base = (u64)&tss;
 	u64 limit = sizeof(tss) - 1;
 	tss.rsp0 = (u64)boot_stack_top;
@@ -131,7 +148,7 @@ u8 ap_trampoline_install(u64 page)
 	return (u8)(page >> 12);
 }
 
-static u64 tsc_khz(void)
+u64 tsc_khz(void)
 {
 	static u64 khz;
 	if (khz)

@@ -59,6 +59,10 @@ static inline int cpl(void) { u16 cs; __asm__ volatile("mov %%cs, %0" : "=r"(cs)
 u64 ring0_call(u64 (*fn)(u64), u64 arg);
 /* Spin for about `us` microseconds (TSC based, assumes a TSC of at least 1 GHz: an upper bound). */
 void delay_us(u64 us);
+/* TSC frequency in kHz (KVM/hypervisor leaf 0x40000010, else CPUID 0x16, else 4 GHz assumed). */
+u64 tsc_khz(void);
+/* TSC value `ms` milliseconds from now, for timeouts: while (rdtsc() < deadline) ... */
+static inline u64 tsc_deadline_ms(u64 ms) { return rdtsc() + ms * tsc_khz(); }
 
 /* ---- interrupts ---- */
 /* Saved state of an interrupted context, as pushed by the library's interrupt stubs. */
@@ -182,6 +186,10 @@ u64 acpi_find_table(const char *sig, int n);
 extern u64 acpi_root_table;
 /* Find the _S5 sleep type (SLP_TYPa) in the DSDT; returns -1 when absent. */
 int acpi_s5_slp_typ(u64 dsdt);
+/* ACPI S5 power-off from the FADT (PM1a control, or the sleep control register on hardware-
+ * reduced ACPI) and the DSDT's _S5; prints what it does. Returns only if the machine is still
+ * running after ~1 s (then the caller reports the failure). */
+void acpi_poweroff(void);
 /* Processor entries of the MADT. */
 struct madt_info {
 	u64 lapic_addr;

@@ -1,0 +1,62 @@
+/* SMP bring-up: find the CPUs in the MADT, start every AP with INIT-SIPI-SIPI through the LAPIC,
+ * and have each AP report its LAPIC ID and CPUID-reported APIC ID. */
+#include "rvmm.h"
+
+#define TRAMPOLINE_PAGE 0x8000
+int overlaps_boot_structures(u64 page);
+
+static struct madt_info madt;
+static volatile u32 ap_lapic_id[64], ap_cpuid_id[64], ap_done;
+
+void ap_main(u32 index)
+{
+	u32 id = lapic_id();
+	u32 cpuid_id = cpuid(1, 0).ebx >> 24;
+	if (index < 64) {
+		ap_lapic_id[index] = id;
+		ap_cpuid_id[index] = cpuid_id;
+	}
+	printf("ap: index=%u apic_id=%u cpuid_apic_id=%u cpl=%d\n", index, id, cpuid_id, cpl());
+	__atomic_fetch_add(&ap_done, 1, __ATOMIC_SEQ_CST);
+}
+
+int guest_main(void)
+{
+	if (!check(madt_parse(&madt) == 0, "no MADT"))
+		finish();
+	u32 bsp = lapic_id();
+	printf("smp: madt_cpus=%d bsp_apic_id=%u bsp_cpuid_apic_id=%u\n", madt.nr_cpus, bsp, cpuid(1, 0).ebx >> 24);
+	int bsp_listed = 0;
+	for (int i = 0; i < madt.nr_cpus; i++) {
+		printf("smp: madt_apic_id=%u\n", madt.apic_ids[i]);
+		bsp_listed |= madt.apic_ids[i] == bsp;
+		for (int j = 0; j < i; j++)
+			check(madt.apic_ids[i] != madt.apic_ids[j], "APIC id %u listed twice", madt.apic_ids[i]);
+	}
+	check(bsp_listed, "BSP APIC id %u is not in the MADT", bsp);
+	check(!overlaps_boot_structures(TRAMPOLINE_PAGE), "trampoline page overlaps boot data");
+	lapic_enable();
+	u8 vector = ap_trampoline_install(TRAMPOLINE_PAGE);
+	u32 started = 0;
+	for (int i = 0; i < madt.nr_cpus && started < 63; i++) {
+		u32 id = madt.apic_ids[i];
+		if (id == bsp)
+			continue;
+		u32 want = ap_arrived + 1;
+		lapic_start_ap(id, vector);
+		u64 end = tsc_deadline_ms(3000);
+		while (ap_arrived < want && rdtsc() < end)
+			cpu_relax();
+		if (!check(ap_arrived >= want, "AP with APIC id %u did not start", id))
+			continue;
+		started++;
+		/* APs arrive in start order, so index `want` is the AP just started. */
+		end = tsc_deadline_ms(3000);
+		while (ap_done < started && rdtsc() < end)
+			cpu_relax();
+		check(ap_lapic_id[want] == id, "AP started as APIC id %u reports LAPIC id %u", id, ap_lapic_id[want]);
+		check(ap_cpuid_id[want] == id, "AP with APIC id %u has CPUID APIC id %u", id, ap_cpuid_id[want]);
+	}
+	printf("smp: cpus_online=%u\n", started + 1);
+	finish();
+}
