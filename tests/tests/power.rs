@@ -1,0 +1,70 @@
+//! rvmm power paths: ACPI S5 power-off ends rvmm with 0; an i8042 reset restarts the VM, or ends
+//! rvmm with --no-reboot; the demo guest boots and powers off.
+
+use rvmm_tests::{guest, rvmm};
+use std::time::Duration;
+
+#[test]
+#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
+fn acpi_poweroff_exits_zero() {
+    let out = rvmm().kernel(guest("poweroff")).run();
+    assert!(!out.timed_out, "{}", out.report());
+    assert_eq!(out.status, Some(0), "{}", out.report());
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("poweroff: writing SLP_TYP|SLP_EN")),
+        "{}",
+        out.report()
+    );
+    assert!(!out.serial.contains("FAIL"), "{}", out.report());
+}
+
+#[test]
+#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
+fn reset_with_no_reboot_exits() {
+    let out = rvmm().kernel(guest("reboot")).arg("--no-reboot").run();
+    assert!(!out.timed_out, "{}", out.report());
+    assert_eq!(out.status, Some(0), "{}", out.report());
+    assert_eq!(
+        out.lines().filter(|l| *l == "reboot: boot").count(),
+        1,
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.lines().any(|l| l == "reboot: requesting reset"),
+        "{}",
+        out.report()
+    );
+    assert!(!out.serial.contains("FAIL"), "{}", out.report());
+}
+
+#[test]
+#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
+fn reset_restarts_the_vm() {
+    let out = rvmm()
+        .kernel(guest("reboot"))
+        .timeout(Duration::from_secs(30))
+        .stop_when(|s| s.matches("reboot: boot").count() >= 2)
+        .run();
+    assert!(
+        out.stopped,
+        "the guest did not boot a second time after the reset\n{}",
+        out.report()
+    );
+    assert!(!out.serial.contains("FAIL"), "{}", out.report());
+}
+
+#[test]
+#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
+fn demo_guest_boots_and_powers_off() {
+    let out = rvmm().kernel(guest("demo")).cpus(2).run();
+    assert_eq!(out.status, Some(0), "{}", out.report());
+    assert!(out.serial.contains("rvmm demo guest"), "{}", out.report());
+    assert!(
+        out.serial.contains("CPUs:   2 in the ACPI MADT"),
+        "{}",
+        out.report()
+    );
+    assert!(out.lines().any(|l| l == "demo: ok"), "{}", out.report());
+}

@@ -1,0 +1,26 @@
+//! rvmm timer interrupts: the in-kernel LAPIC timer and the PIT through the IOAPIC.
+
+use rvmm_tests::{guest, rvmm};
+
+#[test]
+#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
+fn lapic_and_pit_interrupts() {
+    let out = rvmm().kernel(guest("timer")).run();
+    out.assert_pass();
+    assert!(
+        out.field_u64("timer: lapic ", "ticks").unwrap_or(0) >= 5,
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.field_u64("timer: pit ", "ticks").unwrap_or(0) >= 5,
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.field_u64("timer: pit ", "gsi"),
+        Some(2),
+        "{}",
+        out.report()
+    );
+}
