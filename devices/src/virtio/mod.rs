@@ -11,6 +11,7 @@
 
 pub mod block;
 pub mod pci;
+pub mod scsi;
 
 use std::io;
 use std::sync::Arc;
