@@ -204,3 +204,31 @@ fn demo_prints_banner_and_powers_off() {
     );
     assert!(out.lines().any(|l| l == "demo: ok"), "{}", out.report());
 }
+
+#[test]
+fn pci_enumeration_legacy_and_ecam_agree() {
+    // q35 has an MCFG (ECAM); the guest compares every function's ID and class both ways.
+    let out = qemu().args(["-M", "q35"]).kernel(guest("pcienum")).run();
+    out.assert_pass();
+    assert!(
+        out.field_u64("pci: ", "ecam").unwrap_or(0) != 0,
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("pci: dev=00:00.0 id=8086:29c0")),
+        "{}",
+        out.report()
+    );
+    // i440FX (-M pc): no MCFG, config mechanism #1 only.
+    let out = qemu().kernel(guest("pcienum")).run();
+    out.assert_pass();
+    assert_eq!(out.field_u64("pci: ", "ecam"), Some(0), "{}", out.report());
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("pci: dev=00:00.0 id=8086:1237")),
+        "{}",
+        out.report()
+    );
+}

@@ -196,6 +196,12 @@ static void check_acpi(void)
 	}
 }
 
+static u64 read_efer(u64 unused)
+{
+	(void)unused;
+	return rdmsr(0xc0000080);
+}
+
 static u8 cmos(u8 reg)
 {
 	outb(0x70, reg);
@@ -207,6 +213,9 @@ int guest_main(void)
 	printf("bootcheck: kind=%s ptr=%#lx\n", boot_kind_name(boot_info.kind), boot_info.ptr);
 	check(boot_info.ptr != 0, "no boot structure pointer (RSI/ESI/EBX was 0)");
 	check_entry_state();
+	/* The library's state: ring 3, long mode (read in ring 0 through ring0_call). */
+	u64 efer = ring0_call(read_efer, 0);
+	check(cpl() == 3 && (efer & 0x500) == 0x500, "library state: cpl=%d efer=%#lx", cpl(), efer);
 	if (boot_info.kind == BOOT_PVH) {
 		u64 si = boot_info.ptr;
 		printf("pvh: magic=%#x version=%u flags=%#x nr_modules=%u\n", mmio_read32(si), mmio_read32(si + 4),
