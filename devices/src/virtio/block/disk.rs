@@ -223,31 +223,60 @@ impl DiskConfig {
             None => detect(&self.path)?,
         };
         let backend: Arc<dyn BlockBackend> = match format {
-            DiskFormat::Raw => {
-                let mut o = OpenOptions::new();
-                o.read(true).write(!self.readonly);
-                if self.cache == DiskCache::None {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    o.custom_flags(libc::O_DIRECT);
-                }
-                let f = o.open(&self.path).map_err(|source| DiskError::Io {
-                    path: self.path.clone(),
-                    source,
-                })?;
-                Arc::new(qcow::RawFile::from_file(f, self.readonly).map_err(img)?)
-            }
+            DiskFormat::Raw => Arc::new(self.open_raw()?),
             DiskFormat::Qcow2 => {
-                return Err(img(qcow::BlockError::Unsupported(
-                    "qcow2 images are not wired to virtio-blk yet; convert with \
-                     qemu-img convert -O raw"
-                        .into(),
-                )))
+                let opts = qcow::OpenOptions {
+                    read_only: self.readonly,
+                    format: Some(qcow::Format::Qcow2),
+                    cache: match self.cache {
+                        // qcow2 metadata goes through the engine's own caches; data writes
+                        // are made durable before they complete, as O_DIRECT would not
+                        // promise but a cache=none user expects on power loss.
+                        DiskCache::None => qcow::CacheMode::Writethrough,
+                        DiskCache::Writeback => qcow::CacheMode::Writeback,
+                        DiskCache::Unsafe => qcow::CacheMode::Unsafe,
+                    },
+                    ..qcow::OpenOptions::default()
+                };
+                qcow::open_image(&self.path, &opts).map_err(img)?
             }
         };
         Ok(Disk {
             backend,
             config: self.clone(),
             _lock: lock,
+        })
+    }
+}
+
+impl DiskConfig {
+    fn open_raw(&self) -> Result<qcow::RawFile, DiskError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |source| DiskError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut o = OpenOptions::new();
+        o.read(true).write(!self.readonly);
+        let file = if self.cache == DiskCache::None {
+            match o.clone().custom_flags(libc::O_DIRECT).open(&self.path) {
+                Ok(f) => f,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    log::warn!(
+                        "{}: the host file system refuses O_DIRECT; cache=none falls back to \
+                         the page cache",
+                        self.path.display()
+                    );
+                    o.open(&self.path).map_err(io)?
+                }
+                Err(e) => return Err(io(e)),
+            }
+        } else {
+            o.open(&self.path).map_err(io)?
+        };
+        qcow::RawFile::from_file(file, self.readonly).map_err(|source| DiskError::Image {
+            path: self.path.clone(),
+            source,
         })
     }
 }

@@ -41,6 +41,8 @@ const WRITE_ZEROES_FLAG_UNMAP: u32 = 1;
 const HEADER_LEN: usize = 16;
 /// Bounce buffer size: data moves through it in pieces this large.
 const CHUNK: usize = 1 << 20;
+/// Alignment of the bounce buffer, enough for O_DIRECT on any host file system.
+const ALIGN: usize = 4096;
 
 /// What the handler needs to know about the disk and the negotiated features.
 #[derive(Clone)]
@@ -220,12 +222,9 @@ impl BlockQueueHandler {
                     let mut done = 0u64;
                     while done < u64::from(s.len) {
                         let n = (u64::from(s.len) - done).min(CHUNK as u64) as usize;
-                        self.buf.resize(n, 0);
-                        self.s
-                            .backend
-                            .read_at(off, &mut self.buf[..n])
-                            .map_err(be)?;
-                        mem.write_slice(&self.buf[..n], s.addr.unchecked_add(done))
+                        let buf = aligned(&mut self.buf, n);
+                        self.s.backend.read_at(off, buf).map_err(be)?;
+                        mem.write_slice(buf, s.addr.unchecked_add(done))
                             .map_err(|e| ioerr(format!("guest buffer: {e}")))?;
                         off += n as u64;
                         done += n as u64;
@@ -242,10 +241,10 @@ impl BlockQueueHandler {
                     let mut done = 0u64;
                     while done < u64::from(s.len) {
                         let n = (u64::from(s.len) - done).min(CHUNK as u64) as usize;
-                        self.buf.resize(n, 0);
-                        mem.read_slice(&mut self.buf[..n], s.addr.unchecked_add(done))
+                        let buf = aligned(&mut self.buf, n);
+                        mem.read_slice(buf, s.addr.unchecked_add(done))
                             .map_err(|e| ioerr(format!("guest buffer: {e}")))?;
-                        self.s.backend.write_at(off, &self.buf[..n]).map_err(be)?;
+                        self.s.backend.write_at(off, buf).map_err(be)?;
                         off += n as u64;
                         done += n as u64;
                     }
@@ -327,6 +326,15 @@ impl BlockQueueHandler {
         }
         Ok(())
     }
+}
+
+/// `n` bytes of `buf` starting at an [`ALIGN`]-aligned address (O_DIRECT needs it).
+fn aligned(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
+    if buf.len() < n + ALIGN {
+        buf.resize(n + ALIGN, 0);
+    }
+    let off = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+    &mut buf[off..off + n]
 }
 
 fn be(e: BlockError) -> Bad {

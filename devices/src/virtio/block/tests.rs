@@ -558,3 +558,52 @@ fn disk_options_and_locking() {
     let auto: DiskConfig = p.parse().unwrap();
     assert_eq!(auto.open().unwrap().backend.size(), 4096);
 }
+
+#[test]
+fn qcow2_and_cache_none_disks_serve_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let q2 = dir.path().join("d.qcow2");
+    qcow::create(
+        &q2,
+        &qcow::CreateOptions {
+            size: Some(4 << 20),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let raw = dir.path().join("d.raw");
+    std::fs::write(&raw, vec![0u8; 4 << 20]).unwrap();
+    for spec in [
+        format!("{}", q2.display()),
+        format!("{},format=raw,cache=none", raw.display()),
+    ] {
+        let disk = spec.parse::<DiskConfig>().unwrap().open().unwrap();
+        assert_eq!(disk.backend.size(), 4 << 20, "{spec}");
+        let mut h = BlockQueueHandler::new(settings_for(&disk));
+        let mut r = Rig::new();
+        let mut q = r.queue();
+        let pat: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        r.mem.write_slice(&pat, GuestAddress(DATA)).unwrap();
+        r.header(DATA - 0x100, T_OUT, 1000);
+        r.post(&[
+            (DATA - 0x100, 16, false),
+            (DATA + 0x0, 8192, false),
+            (DATA - 1, 1, true),
+        ]);
+        h.process_queue(&r.mem, &mut q);
+        assert_eq!(r.byte(DATA - 1), S_OK, "{spec}");
+        r.header(DATA - 0x200, T_FLUSH, 0);
+        r.post(&[(DATA - 0x200, 16, false), (DATA - 2, 1, true)]);
+        h.process_queue(&r.mem, &mut q);
+        assert_eq!(r.byte(DATA - 2), S_OK, "{spec}");
+    }
+    // The data reached the files (read without O_DIRECT, whose buffers must be aligned).
+    let pat: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+    let file = std::fs::read(&raw).unwrap();
+    assert_eq!(&file[1000 * 512..1000 * 512 + 8192], &pat[..]);
+    // The qcow2 file really is qcow2 (and stays consistent) after the writes.
+    let img = qcow::open_image(&q2, &qcow::OpenOptions::default()).unwrap();
+    let mut b = [0u8; 2];
+    img.read_at(1000 * 512 + 252, &mut b).unwrap();
+    assert_eq!(b, [1, 2]);
+}
