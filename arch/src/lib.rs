@@ -11,6 +11,7 @@ pub mod bootparams;
 pub mod cpuid;
 pub mod e820;
 pub mod gdt;
+pub mod kernel;
 pub mod layout;
 pub mod paging;
 pub mod pvh;

@@ -8,10 +8,15 @@
 //! backends of `rvmm-vhost`. Every value a guest writes is validated before use; a bad one fails
 //! that request, is logged, and leaves the VM running.
 
+pub mod acpi_pm;
 pub mod bus;
+pub mod cmos;
+pub mod debug_port;
+pub mod i8042;
 pub mod irq;
 pub mod pci;
 pub mod scsi;
+pub mod serial;
 pub mod virtio;
 
 /// Guest RAM as every device sees it; the VMM and the vhost-user backends both hand this in.

@@ -1,0 +1,71 @@
+//! The `rvmm` command line.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+/// Default kernel command line: serial console, reboot through the keyboard controller, and
+/// reboot (rather than hang) on panic.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+
+/// CPU feature model (`--cpu-model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CpuModelArg {
+    /// Everything KVM supports on this host.
+    Host,
+    /// No xsave family, cmpxchg16b, AVX or TSX: portable, and safe on nested or
+    /// software-assisted KVM.
+    Baseline,
+}
+
+/// rvmm: boot a kernel in a KVM virtual machine.
+#[derive(Debug, Parser)]
+#[command(name = "rvmm", version, about, long_about = None)]
+pub struct Cli {
+    /// Kernel to boot: a bzImage, or an ELF vmlinux (entered through its PVH note if it has
+    /// one, else at its 64-bit entry point).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+
+    /// Initial ramdisk, loaded page-aligned below the kernel's initrd_addr_max.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
+    pub cmdline: String,
+
+    /// Guest RAM: a number of MiB (1024) or a size with a K/M/G/T suffix (512M, 2G). Above
+    /// 3 GiB the rest is placed above 4 GiB, leaving the PCI hole free.
+    #[arg(long, short = 'm', value_name = "SIZE", default_value = "512M")]
+    pub memory: String,
+
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cpus: u32,
+
+    /// Where COM1 goes: stdio (raw terminal; Ctrl-A x quits), file:PATH, or none.
+    #[arg(long, value_name = "stdio|file:PATH|none", default_value = "stdio")]
+    pub serial: String,
+
+    /// Exit (status 0) when the guest reboots instead of restarting it.
+    #[arg(long)]
+    pub no_reboot: bool,
+
+    /// CPU feature model.
+    #[arg(long, value_enum, default_value_t = CpuModelArg::Host)]
+    pub cpu_model: CpuModelArg,
+
+    /// Back guest RAM with 2 MiB huge pages (needs free pages in
+    /// /proc/sys/vm/nr_hugepages).
+    #[arg(long)]
+    pub hugepages: bool,
+
+    /// More logging on stderr: -v info (boot markers), -vv debug, -vvv trace.
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// KVM device node (for testing error handling).
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm", hide = true)]
+    pub kvm_device: PathBuf,
+}
