@@ -587,7 +587,7 @@ fn qcow2_and_cache_none_disks_serve_requests() {
         r.header(DATA - 0x100, T_OUT, 1000);
         r.post(&[
             (DATA - 0x100, 16, false),
-            (DATA + 0x0, 8192, false),
+            (DATA, 8192, false),
             (DATA - 1, 1, true),
         ]);
         h.process_queue(&r.mem, &mut q);
