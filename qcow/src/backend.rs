@@ -40,6 +40,25 @@ pub enum BlockError {
 /// Result of block operations.
 pub type BlockResult<T> = Result<T, BlockError>;
 
+/// Allocation status of a run of the virtual disk (as `qemu-img map` reports it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Bytes the status holds for, starting at the queried offset.
+    pub len: u64,
+    /// Some layer of the chain holds this run (data or an explicit zero).
+    pub present: bool,
+    /// The run reads as zeroes.
+    pub zero: bool,
+    /// The run is backed by stored data.
+    pub data: bool,
+    /// Which layer answered: 0 this image, 1 its backing file, and so on.
+    pub depth: u32,
+    /// Host offset of the data in the answering layer's file, when it is stored plainly.
+    pub offset: Option<u64>,
+    /// The run is stored compressed.
+    pub compressed: bool,
+}
+
 /// A virtual disk addressed in bytes.
 ///
 /// Implementations are `Send + Sync` and take `&self`, so several virtio-blk worker threads can
@@ -60,6 +79,20 @@ pub trait BlockBackend: Send + Sync {
     fn discard(&self, offset: u64, len: u64) -> BlockResult<()>;
     /// Make `[offset, offset+len)` read as zeroes.
     fn write_zeroes(&self, offset: u64, len: u64) -> BlockResult<()>;
+    /// Allocation status of the run starting at `offset` (at most `len` bytes, at least one
+    /// byte). The default reports plain data, as for a raw file.
+    fn block_status(&self, offset: u64, len: u64) -> BlockResult<Extent> {
+        check_range(offset, len, self.size())?;
+        Ok(Extent {
+            len,
+            present: true,
+            zero: false,
+            data: true,
+            depth: 0,
+            offset: Some(offset),
+            compressed: false,
+        })
+    }
 }
 
 /// Check that `[offset, offset+len)` lies inside a disk of `size` bytes.

@@ -10,7 +10,7 @@ pub mod open;
 pub mod qcow2;
 pub mod raw;
 
-pub use backend::{BlockBackend, BlockError, BlockResult};
+pub use backend::{BlockBackend, BlockError, BlockResult, Extent};
 pub use open::{detect_format, open_image, CacheMode, Format, OpenOptions};
 pub use qcow2::check::{CheckReport, Repair};
 pub use qcow2::create::{create, CreateOptions, Preallocation};

@@ -78,8 +78,9 @@ impl Qcow2 {
     pub fn check(&self, repair: Option<Repair>) -> BlockResult<CheckReport> {
         if repair.is_some() {
             self.writable()?;
-            self.flush()?;
         }
+        // Pending frees would otherwise show up as leaks.
+        self.flush()?;
         let _g = self
             .io_lock
             .write()
@@ -322,7 +323,8 @@ impl Qcow2 {
         if need_rebuild {
             self.rebuild_refcounts(m, c)?;
             // Recount to fix OFLAG_COPIED and report what remains.
-            self.fix_copied_flags(m)?;
+            m.fix_copied(cx)?;
+            m.flush_meta(cx)?;
             let (after, _) = self.count(m)?;
             r.corruptions_fixed = r.corruptions.saturating_sub(after.corruptions);
             r.leaks_fixed = r.leaks.saturating_sub(after.leaks);
@@ -343,38 +345,6 @@ impl Qcow2 {
         m.free_hint = 1;
         let _ = cs;
         Ok(())
-    }
-
-    /// Set OFLAG_COPIED on active L1/L2 entries exactly where the refcount is 1.
-    fn fix_copied_flags(&self, m: &mut Meta) -> BlockResult<()> {
-        let cx = self.cx();
-        let cs = m.cs();
-        for i in 0..m.l1.len() {
-            let l1e = m.l1[i];
-            let l2 = l1e & OFFSET_MASK;
-            if l2 == 0 || !l2.is_multiple_of(cs) {
-                continue;
-            }
-            let rc = m.refcount(cx, l2 / cs)?;
-            let want = if rc == 1 { l2 | COPIED } else { l2 };
-            if want != l1e {
-                m.l1[i] = want;
-                m.l1_dirty = true;
-            }
-            for j in 0..(cs / 8) as usize {
-                let e = m.l2_get(cx, l2, j)?;
-                let host = e & OFFSET_MASK;
-                if e & super::COMPRESSED != 0 || host == 0 || !host.is_multiple_of(cs) {
-                    continue;
-                }
-                let rc = m.refcount(cx, host / cs)?;
-                let want = if rc == 1 { e | COPIED } else { e & !COPIED };
-                if want != e {
-                    m.l2_set(cx, l2, j, want)?;
-                }
-            }
-        }
-        m.flush_meta(cx)
     }
 
     /// Write a fresh refcount table and blocks past the end of the file holding the counted

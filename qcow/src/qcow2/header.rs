@@ -385,7 +385,9 @@ impl Header {
                 self.l1_size
             )));
         }
-        if self.l1_size > 0 && (!self.l1_table_offset.is_multiple_of(cs) || self.l1_table_offset == 0) {
+        if self.l1_size > 0
+            && (!self.l1_table_offset.is_multiple_of(cs) || self.l1_table_offset == 0)
+        {
             return Err(corrupt(format!(
                 "L1 table offset {:#x} is not cluster aligned",
                 self.l1_table_offset

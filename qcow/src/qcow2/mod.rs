@@ -17,6 +17,7 @@ pub mod header;
 pub mod refcount;
 pub mod resize;
 pub mod snapshot;
+pub mod snapshot_ops;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use crate::backend::{check_range, BlockBackend, BlockError, BlockResult};
+use crate::backend::{check_range, BlockBackend, BlockError, BlockResult, Extent};
 use crate::open::{detect_format, CacheMode, Format, OpenOptions, MAX_BACKING_DEPTH};
 use crate::raw::RawFile;
 use cache::TableCache;
@@ -1282,6 +1283,56 @@ impl BlockBackend for Qcow2 {
 
     fn discard(&self, offset: u64, len: u64) -> BlockResult<()> {
         self.zero_range(offset, len, true)
+    }
+
+    fn block_status(&self, offset: u64, len: u64) -> BlockResult<Extent> {
+        check_range(offset, len, self.size())?;
+        let cs = self.cluster_size();
+        let first = self.mapping(offset)?;
+        let in_cl = offset & (cs - 1);
+        let mut n = (cs - in_cl).min(len);
+        // Extend over following clusters of the same kind (and contiguous host data).
+        while n < len {
+            let next = self.mapping(offset + n)?;
+            let same = match (first, next) {
+                (Mapping::Data { host: a, .. }, Mapping::Data { host: b, .. }) => {
+                    b == a - in_cl + n
+                }
+                (Mapping::Zero { .. }, Mapping::Zero { .. }) => true,
+                (Mapping::Unallocated, Mapping::Unallocated) => true,
+                _ => false,
+            };
+            if !same {
+                break;
+            }
+            n += cs.min(len - n);
+        }
+        let e = |present, zero, data, offset, compressed| Extent {
+            len: n,
+            present,
+            zero,
+            data,
+            depth: 0,
+            offset,
+            compressed,
+        };
+        Ok(match first {
+            Mapping::Data { host, .. } => e(true, false, true, Some(host + in_cl), false),
+            Mapping::Zero { .. } => e(true, true, false, None, false),
+            Mapping::Compressed { .. } => e(true, false, true, None, true),
+            Mapping::Unallocated => match &self.backing {
+                Some(b) if offset < b.size() => {
+                    let mut x = b.block_status(offset, n.min(b.size() - offset))?;
+                    x.depth += 1;
+                    x
+                }
+                Some(_) => Extent {
+                    depth: 1,
+                    ..e(false, true, false, None, false)
+                },
+                None => e(false, true, false, None, false),
+            },
+        })
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> BlockResult<()> {

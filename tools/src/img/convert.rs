@@ -1,0 +1,192 @@
+//! `rvmm-img convert`: copy an image (any chain) into a new raw or qcow2 image.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::PathBuf;
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+
+use super::opts::{parse_opts, parse_size};
+use super::{format_of, parse_format};
+use qcow::{BlockBackend, Format, Preallocation};
+
+/// Flags of `convert`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Show a progress bar.
+    #[arg(short = 'p')]
+    pub progress: bool,
+    /// Compress the output (qcow2 only).
+    #[arg(short = 'c')]
+    pub compress: bool,
+    /// Source format (probed when absent).
+    #[arg(short = 'f')]
+    pub fmt: Option<String>,
+    /// Output format.
+    #[arg(short = 'O', default_value = "raw")]
+    pub out_fmt: String,
+    /// Output format options (key=value,…).
+    #[arg(short = 'o')]
+    pub options: Vec<String>,
+    /// Quiet.
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// Write into an existing target instead of creating it.
+    #[arg(short = 'n')]
+    pub no_create: bool,
+    /// Accepted for compatibility: minimum run of zeroes kept sparse.
+    #[arg(short = 'S')]
+    pub sparse: Option<String>,
+    /// Accepted for compatibility (cache mode of the target).
+    #[arg(short = 't')]
+    pub cache: Option<String>,
+    /// Accepted for compatibility (cache mode of the source).
+    #[arg(short = 'T')]
+    pub src_cache: Option<String>,
+    /// Accepted for compatibility: parallel requests.
+    #[arg(short = 'm')]
+    pub coroutines: Option<u32>,
+    /// Accepted for compatibility: out-of-order writes.
+    #[arg(short = 'W')]
+    pub out_of_order: bool,
+    /// Accepted for qemu-img compatibility.
+    #[arg(short = 'U', long = "force-share")]
+    pub force_share: bool,
+    /// Source image.
+    pub src: PathBuf,
+    /// Target image.
+    pub dst: PathBuf,
+}
+
+/// Run `convert`.
+pub fn run(a: Args) -> Result<i32> {
+    let src_fmt = format_of(&a.src, parse_format(a.fmt.as_deref())?)?;
+    let src = super::open(&a.src, Some(src_fmt), true)?;
+    let size = src.size();
+    let out_fmt = Format::from_name(&a.out_fmt)?;
+    let opts = parse_opts(&a.options)?;
+    if a.compress && out_fmt != Format::Qcow2 {
+        bail!("Compression not supported for output format {out_fmt}");
+    }
+    if !a.no_create {
+        match out_fmt {
+            Format::Raw => {
+                let mut pre = Preallocation::Off;
+                for (k, v) in &opts {
+                    match k.as_str() {
+                        "preallocation" => pre = Preallocation::from_name(v)?,
+                        _ => bail!("Invalid parameter '{k}' for format raw"),
+                    }
+                }
+                super::create::create_raw(&a.dst, size, pre)?;
+            }
+            Format::Qcow2 => {
+                let c = super::create::qcow2_options(&opts, Some(size), None, None)?;
+                qcow::create(&a.dst, &c)
+                    .with_context(|| format!("{}: image creation failed", a.dst.display()))?;
+            }
+        }
+    }
+    let (dst, dst_q): (Arc<dyn BlockBackend>, Option<Arc<qcow::Qcow2>>) = match out_fmt {
+        Format::Qcow2 => {
+            let q = Arc::new(super::open_qcow2(&a.dst, false)?);
+            (q.clone(), Some(q))
+        }
+        Format::Raw => (super::open(&a.dst, Some(Format::Raw), false)?, None),
+    };
+    if dst.size() < size {
+        bail!(
+            "target {} ({} bytes) is smaller than the source ({size} bytes)",
+            a.dst.display(),
+            dst.size()
+        );
+    }
+    let bar = if a.progress && !a.quiet {
+        let b = indicatif::ProgressBar::new(size);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "    ({percent:>3}/100%) [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .map_err(|e| anyhow!("progress bar template: {e}"))?,
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let chunk: u64 = match &dst_q {
+        Some(q) if a.compress => q.cluster_size(),
+        Some(q) => q.cluster_size().max(1 << 20),
+        None => 1 << 20,
+    };
+    // Reader thread: skip holes via block status, hand non-zero chunks to the writer.
+    let (tx, rx) = sync_channel::<Result<(u64, Vec<u8>)>>(8);
+    let reader_src = src.clone();
+    let reader = std::thread::spawn(move || {
+        let mut off = 0u64;
+        while off < size {
+            let n = chunk.min(size - off);
+            let st = match reader_src.block_status(off, n) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow!("block status at {off}: {e}")));
+                    return;
+                }
+            };
+            if st.zero && !st.data {
+                let skip = st.len.max(1);
+                if tx.send(Ok((off, Vec::new()))).is_err() {
+                    return;
+                }
+                off += skip;
+                continue;
+            }
+            let mut buf = vec![0u8; n as usize];
+            if let Err(e) = reader_src.read_at(off, &mut buf) {
+                let _ = tx.send(Err(anyhow!("error while reading at offset {off}: {e}")));
+                return;
+            }
+            if buf.iter().all(|&b| b == 0) {
+                buf = Vec::new();
+            }
+            let skip = n;
+            if tx.send(Ok((off, buf))).is_err() {
+                return;
+            }
+            off += skip;
+        }
+    });
+    let mut last = 0u64;
+    for item in rx {
+        let (off, buf) = item?;
+        if !buf.is_empty() {
+            match (&dst_q, a.compress) {
+                (Some(q), true) => q
+                    .write_compressed(off, &buf)
+                    .map_err(|e| anyhow!("error while writing at offset {off}: {e}"))?,
+                _ => dst
+                    .write_at(off, &buf)
+                    .map_err(|e| anyhow!("error while writing at offset {off}: {e}"))?,
+            }
+        } else if a.no_create {
+            let n = chunk.min(size - off);
+            dst.write_zeroes(off, n)
+                .map_err(|e| anyhow!("error while zeroing at offset {off}: {e}"))?;
+        }
+        if let Some(b) = &bar {
+            b.set_position(off);
+        }
+        last = off;
+    }
+    let _ = last;
+    reader
+        .join()
+        .map_err(|_| anyhow!("reader thread panicked"))?;
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    dst.flush().context("flush target")?;
+    if let Some(q) = dst_q {
+        q.close()?;
+    }
+    let _ = parse_size;
+    Ok(0)
+}
