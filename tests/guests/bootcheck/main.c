@@ -132,7 +132,7 @@ static void check_cmdline(void)
 	check(!overlaps(b->cmdline_addr, len + 1, (u64)__image_start, (u64)(__bss_end - __image_start)),
 	      "command line %#lx overlaps the kernel image", b->cmdline_addr);
 	check(range_in_ram(b->cmdline_addr, len + 1), "command line %#lx is not in e820 RAM", b->cmdline_addr);
-	if (b->kind != BOOT_PVH)
+	if (b->bzimage)
 		check(len < bp32(b->ptr, BP_CMDLINE_SIZE), "command line longer than cmdline_size");
 }
 
@@ -151,7 +151,7 @@ static void check_initrd(void)
 	      "initrd overlaps the kernel image");
 	if (b->kind != BOOT_PVH) {
 		check(!(b->initrd_addr & 0xfff), "initrd at %#lx is not page aligned", b->initrd_addr);
-		u64 max = bp32(b->ptr, BP_INITRD_ADDR_MAX);
+		u64 max = b->bzimage ? bp32(b->ptr, BP_INITRD_ADDR_MAX) : 0xffffffffUL;
 		check(b->initrd_addr + b->initrd_size - 1 <= max, "initrd ends at %#lx, above initrd_addr_max %#lx",
 		      b->initrd_addr + b->initrd_size - 1, max);
 		check(!overlaps(b->initrd_addr, b->initrd_size, b->ptr, 4096), "initrd overlaps boot_params");
@@ -210,7 +210,8 @@ static u8 cmos(u8 reg)
 
 int guest_main(void)
 {
-	printf("bootcheck: kind=%s ptr=%#lx\n", boot_kind_name(boot_info.kind), boot_info.ptr);
+	printf("bootcheck: kind=%s ptr=%#lx image=%s\n", boot_kind_name(boot_info.kind), boot_info.ptr,
+	       boot_info.bzimage ? "bzimage" : "elf");
 	check(boot_info.ptr != 0, "no boot structure pointer (RSI/ESI/EBX was 0)");
 	check_entry_state();
 	/* The library's state: ring 3, long mode (read in ring 0 through ring0_call). */
@@ -222,8 +223,12 @@ int guest_main(void)
 		       mmio_read32(si + 8), mmio_read32(si + 12));
 		check(mmio_read32(si) == 0x336ec578, "hvm_start_info magic is %#x", mmio_read32(si));
 		check(mmio_read32(si + 4) >= 1, "hvm_start_info version 0 has no memory map");
-	} else if (boot_info.ptr) {
+	} else if (boot_info.ptr && boot_info.bzimage) {
 		check_setup_header(boot_info.ptr);
+	} else if (boot_info.ptr) {
+		/* ELF: the loader wrote the whole boot_params; only what the kernel reads matters. */
+		printf("setup: elf boot_params version=%#x type_of_loader=%#x\n", bp16(boot_info.ptr, BP_VERSION),
+		       bp8(boot_info.ptr, BP_TYPE_OF_LOADER));
 	}
 	check_e820();
 	check_cmdline();

@@ -59,9 +59,12 @@ static void parse_start_info(struct boot_info *b, u64 si)
 	}
 }
 
+extern const char image_is_bzimage[] __attribute__((weak));
+
 void boot_info_parse(void)
 {
 	struct boot_info *b = &boot_info;
+	b->bzimage = image_is_bzimage != NULL;
 	b->kind = (int)boot_kind;
 	b->ptr = boot_ptr;
 	b->entry_cs = saved_cs;

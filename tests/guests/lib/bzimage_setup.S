@@ -142,4 +142,10 @@ setup_farptr:
 	.long 0
 	.word 0x10
 
+/* Lets the guest know at run time that it was built as a bzImage (see boot_info.bzimage). */
+	.section .rodata
+	.globl image_is_bzimage
+image_is_bzimage:
+	.byte 1
+
 	.section .note.GNU-stack, "", @progbits

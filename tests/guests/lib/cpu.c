@@ -8,6 +8,7 @@ struct tss {
 	u64 ist[7];
 	u64 reserved2;
 	u16 reserved3, iomap_base;
+	u8 iomap[8192 + 1]; /* all ports allowed, then the 0xff terminator */
 } __attribute__((packed));
 
 struct idt_gate {
@@ -30,6 +31,7 @@ volatile u32 ap_arrived;
 extern char isr_stubs[], boot_stack_top[], user_stack_top[];
 extern u64 gdt_tss[2];
 extern u64 boot_kind;
+extern char ring0_gate_call[], ring0_gate_sti[], ring0_gate_cli[];
 void enter_user(void (*fn)(u64), u64 arg, void *stack) __attribute__((noreturn));
 void boot_info_parse(void);
 void lib_start(void);
@@ -79,13 +81,14 @@ void lib_start(void)
 	u64 base = (u64)&tss;
 	u64 limit = sizeof(tss) - 1;
 	tss.rsp0 = (u64)boot_stack_top;
-	tss.iomap_base = sizeof(tss); /* no I/O bitmap: IOPL 3 grants every port */
+	tss.iomap_base = __builtin_offsetof(struct tss, iomap);
+	tss.iomap[8192] = 0xff;
 	gdt_tss[0] = (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x89UL << 40) |
 		     (((limit >> 16) & 0xf) << 48) | (((base >> 24) & 0xff) << 56);
 	gdt_tss[1] = base >> 32;
 	__asm__ volatile("ltr %w0" ::"r"(0x30));
 	for (int v = 0; v < 256; v++)
-		set_gate(v, (u64)isr_stubs + 16 * v, v == 0x80 ? 0xee : 0x8e);
+		set_gate(v, (u64)isr_stubs + 16 * v, 0x8e);
 	idt_ptr.limit = sizeof(idt) - 1;
 	idt_ptr.base = (u64)idt;
 	__asm__ volatile("lidt %0" ::"m"(idt_ptr));
@@ -109,10 +112,18 @@ static void crash_print(const char *fmt, ...)
 
 void interrupt_dispatch(struct irq_frame *f)
 {
-	if (f->vector == 0x80) {
-		u64 (*fn)(u64) = (u64(*)(u64))f->rdi;
-		f->rax = fn(f->rsi);
-		return;
+	if (f->vector == 6 && (f->cs & 3) == 3) {
+		if (f->rip == (u64)ring0_gate_call) {
+			u64 (*fn)(u64) = (u64(*)(u64))f->rdi;
+			f->rax = fn(f->rsi);
+			f->rip += 2;
+			return;
+		}
+		if (f->rip == (u64)ring0_gate_sti || f->rip == (u64)ring0_gate_cli) {
+			f->rflags = f->rip == (u64)ring0_gate_sti ? f->rflags | 0x200 : f->rflags & ~0x200UL;
+			f->rip += 2;
+			return;
+		}
 	}
 	if (f->vector < 32) {
 		u64 cr2;

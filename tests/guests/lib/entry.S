@@ -145,21 +145,54 @@ long_common:
 	jmp 2b
 
 /* ---------------------------------------------------------------- ring 3 and ring-0 calls */
-/* enter_user(fn, arg, stack): iretq to fn(arg) in ring 3 with IOPL 3 and interrupts off. */
+/* enter_user(fn, arg, stack): iretq to fn(arg) in ring 3 with IOPL 3 (where honoured; ports are
+ * also open in the TSS I/O bitmap) and interrupts off. */
 	.globl enter_user
 enter_user:
-	pushq $0x2b
+	pushq $0x23
 	pushq %rdx
 	pushq $0x3002
-	pushq $0x23
+	pushq $0x2b
 	pushq %rdi
 	movq %rsi, %rdi
 	iretq
 
-/* u64 ring0_call(fn, arg): the int 0x80 handler runs fn(arg) in ring 0. */
-	.globl ring0_call
+/* Ring-3 to ring-0 gates. On software-nested KVM neither `int n` (#UD) nor SYSCALL/SYSRET work
+ * from ring 3, and IOPL is forced to 0 there (so no sti/cli), but exceptions are delivered
+ * properly: each gate is a UD2 at a known address that interrupt_dispatch recognises. From
+ * ring 0 they act directly. */
+/* u64 ring0_call(fn, arg): fn(arg) in ring 0 with interrupts off. */
+	.globl ring0_call, ring0_gate_call
 ring0_call:
-	int $0x80
+	movw %cs, %ax
+	testb $3, %al
+	jz 1f
+ring0_gate_call:
+	ud2
+	ret
+1:	movq %rdi, %rax
+	movq %rsi, %rdi
+	jmp *%rax
+
+/* irq_enable(), irq_disable(): set/clear IF (in ring 3 through the saved RFLAGS). */
+	.globl irq_enable, irq_disable, ring0_gate_sti, ring0_gate_cli
+irq_enable:
+	movw %cs, %ax
+	testb $3, %al
+	jz 1f
+ring0_gate_sti:
+	ud2
+	ret
+1:	sti
+	ret
+irq_disable:
+	movw %cs, %ax
+	testb $3, %al
+	jz 1f
+ring0_gate_cli:
+	ud2
+	ret
+1:	cli
 	ret
 
 /* ---------------------------------------------------------------- interrupt stubs */
@@ -299,8 +332,9 @@ gdt:
 	.quad 0x00cf9a000000ffff /* 0x08 32-bit code, ring 0 */
 	.quad 0x00af9a000000ffff /* 0x10 64-bit code, ring 0 */
 	.quad 0x00cf92000000ffff /* 0x18 data, ring 0 */
-	.quad 0x00affa000000ffff /* 0x20 64-bit code, ring 3 (selector 0x23) */
-	.quad 0x00cff2000000ffff /* 0x28 data, ring 3 (selector 0x2b) */
+	/* user data before user code: the order SYSRET requires (STAR[63:48] = 0x18) */
+	.quad 0x00cff2000000ffff /* 0x20 data, ring 3 (selector 0x23) */
+	.quad 0x00affa000000ffff /* 0x28 64-bit code, ring 3 (selector 0x2b) */
 gdt_tss:
 	.quad 0, 0               /* 0x30 64-bit TSS, filled by lib_start */
 gdt_end:

@@ -21,7 +21,7 @@ typedef __builtin_va_list va_list;
 #define EXIT_FAIL 0x11
 #define EXIT_CRASH 0x12
 
-/* ---- port and MMIO access (allowed in ring 3: the library runs guests with IOPL 3) ---- */
+/* ---- port and MMIO access (allowed in ring 3: the TSS I/O bitmap grants every port) ---- */
 static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
 static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" ::"a"(v), "Nd"(port)); }
 static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(port)); }
@@ -46,8 +46,9 @@ static inline struct cpuid_regs cpuid(u32 leaf, u32 subleaf) {
 }
 static inline u64 rdtsc(void) { u32 lo, hi; __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi)); return ((u64)hi << 32) | lo; }
 static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
-static inline void irq_enable(void) { __asm__ volatile("sti" ::: "memory"); }
-static inline void irq_disable(void) { __asm__ volatile("cli" ::: "memory"); }
+/* Set/clear IF. Use these, not sti/cli: ring 3 on software-nested KVM runs with IOPL 0. */
+void irq_enable(void);
+void irq_disable(void);
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 /* Ring-0 only (call through ring0_call from guest_main). */
 static inline u64 rdmsr(u32 msr) { u32 lo, hi; __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr)); return ((u64)hi << 32) | lo; }
@@ -55,7 +56,8 @@ static inline void wrmsr(u32 msr, u64 v) { __asm__ volatile("wrmsr" ::"c"(msr), 
 /* Current privilege level (0 = kernel, 3 = user). */
 static inline int cpl(void) { u16 cs; __asm__ volatile("mov %%cs, %0" : "=r"(cs)); return cs & 3; }
 
-/* Run fn(arg) in ring 0 (via int 0x80) and return its result; works from ring 0 too. */
+/* Run fn(arg) in ring 0 (through a UD2 gate, interrupts off) and return its result; works from
+ * ring 0 too. */
 u64 ring0_call(u64 (*fn)(u64), u64 arg);
 /* Spin for about `us` microseconds (TSC based, assumes a TSC of at least 1 GHz: an upper bound). */
 void delay_us(u64 us);
@@ -71,7 +73,7 @@ struct irq_frame {
 	u64 vector, error, rip, cs, rflags, rsp, ss;
 };
 typedef void (*irq_handler)(struct irq_frame *);
-/* Route `vector` (32..255, not 0x80) to `fn`, which runs in ring 0 and must send its own EOI. */
+/* Route `vector` (32..255) to `fn`, which runs in ring 0 and must send its own EOI. */
 void set_irq_handler(u8 vector, irq_handler fn);
 
 /* ---- serial (COM1 8250 at 0x3f8) and text output ---- */
@@ -121,6 +123,7 @@ u32 fnv1a32(const void *p, size_t n);
 struct e820_entry { u64 addr, size; u32 type; };
 struct boot_info {
 	int kind;
+	int bzimage;      /* this image is a bzImage (its setup header is the one in boot_params) */
 	u64 ptr;          /* boot_params or hvm_start_info address */
 	const char *cmdline; /* "" when none */
 	u64 cmdline_addr;
