@@ -27,7 +27,7 @@
 set -euo pipefail
 
 ASSETS=${RVMM_ASSETS:-$HOME/.cache/rvmm-assets}
-BASE_MODULES="virtio_pci virtio_blk virtio_net virtio_scsi sd_mod sr_mod ext4 isofs"
+BASE_MODULES="virtio_pci virtio_blk virtio_net virtio_scsi sd_mod sr_mod crc32c_generic ext4 isofs"
 MODULES="$BASE_MODULES ${RVMM_EXTRA_MODULES:-}"
 
 log() { echo "assets: $*" >&2; }

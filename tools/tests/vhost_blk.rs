@@ -1,0 +1,258 @@
+//! Real Linux against `rvmm-vhost blk`: a Debian kernel under QEMU TCG (vhost-user-blk-pci)
+//! makes an ext2 file system, writes raw patterns and files, discards a range,
+//! powers off; the host then checks the qcow2 image with `qemu-img check`, `e2fsck` and
+//! `debugfs` (oracles) and compares the bytes.
+//!
+//! Needs scripts/assets.sh (downloads the kernel once into the asset cache) and QEMU.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("rvmm-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed on drop (so a failing assertion leaves nothing running).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn wait_timeout(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(st) = self.0.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Run scripts/assets.sh to build an initramfs with `script` as /test.sh; returns the kernel.
+fn assets(script: &Path, initrd: &Path) -> PathBuf {
+    let out = Command::new(repo().join("scripts/assets.sh"))
+        .arg("initrd")
+        .arg(initrd)
+        .arg(script)
+        .output()
+        .expect("run scripts/assets.sh");
+    assert!(
+        out.status.success(),
+        "scripts/assets.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kernel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("KERNEL="))
+        .expect("assets.sh prints KERNEL=");
+    PathBuf::from(kernel)
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn repeat_to(s: &str, len: usize) -> Vec<u8> {
+    s.as_bytes().iter().copied().cycle().take(len).collect()
+}
+
+const GUEST_SCRIPT: &str = r#"
+echo "SERIAL=$(cat /sys/block/vda/serial)"
+echo "SECTORS=$(cat /sys/block/vda/size)"
+echo "RO=$(cat /sys/block/vda/ro)"
+yes RVMM | head -c 1048576 > /tmp/pat
+dd if=/tmp/pat of=/dev/vda bs=65536 seek=512 conv=fsync 2>/dev/null || echo "DD-WRITE-FAILED"
+echo 3 > /proc/sys/vm/drop_caches
+a=$(dd if=/dev/vda bs=65536 skip=512 count=16 2>/dev/null | md5sum)
+b=$(md5sum < /tmp/pat)
+[ "${a%% *}" = "${b%% *}" ] && echo "RAW-READBACK-OK"
+# Pattern at 48 MiB, then discard it (the qcow2 clusters are freed and read as zeroes).
+dd if=/tmp/pat of=/dev/vda bs=65536 seek=768 conv=fsync 2>/dev/null
+blkdiscard -o 50331648 -l 1048576 /dev/vda && echo "DISCARD-OK"
+mke2fs -q -b 1024 /dev/vda 16384 || echo "MKFS-FAILED"
+mount -t ext2 /dev/vda /mnt || echo "MOUNT-FAILED"
+yes rvmm-file-content | head -c 300000 > /mnt/f
+mkdir /mnt/dir && dd if=/tmp/pat of=/mnt/dir/g bs=4096 2>/dev/null
+sync
+umount /mnt
+echo 3 > /proc/sys/vm/drop_caches
+mount -t ext2 -o ro /dev/vda /mnt
+echo "FILE-MD5=$(md5sum < /mnt/f)"
+umount /mnt
+echo "GUEST-DONE"
+"#;
+
+#[test]
+fn debian_kernel_uses_rvmm_vhost_blk_on_qcow2() {
+    let s = Scratch::new("vhost-blk");
+    std::fs::write(s.path("test.sh"), GUEST_SCRIPT).unwrap();
+    let kernel = assets(&s.path("test.sh"), &s.path("initrd.gz"));
+    let disk = s.path("disk.qcow2");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("64M"),
+    );
+
+    let sock = s.path("blk.sock");
+    let mut vhost = Proc(
+        Command::new(env!("CARGO_BIN_EXE_rvmm-vhost"))
+            .args(["blk", "--socket"])
+            .arg(&sock)
+            .arg("--disk")
+            .arg(format!(
+                "{},format=qcow2,serial=rvmm-sn-42,discard=unmap",
+                disk.display()
+            ))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rvmm-vhost"),
+    );
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "rvmm-vhost made no socket"
+        );
+        if let Some(st) = vhost.0.try_wait().unwrap() {
+            panic!("rvmm-vhost exited early: {st}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A second backend on the same image is refused (image locking).
+    let second = Command::new(env!("CARGO_BIN_EXE_rvmm-vhost"))
+        .args(["blk", "--socket"])
+        .arg(s.path("other.sock"))
+        .arg("--disk")
+        .arg(format!("{},format=qcow2", disk.display()))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use"));
+
+    let serial = s.path("serial.log");
+    let mut qemu = Proc(
+        Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-m", "512M", "-smp", "1"])
+            .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
+            .args(["-numa", "node,memdev=mem"])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(s.path("initrd.gz"))
+            .args(["-append", "console=ttyS0 quiet panic=-1"])
+            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-chardev")
+            .arg(format!("socket,id=c,path={}", sock.display()))
+            .args(["-device", "vhost-user-blk-pci,chardev=c"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start qemu-system-x86_64"),
+    );
+    let st = qemu.wait_timeout(Duration::from_secs(120));
+    let log = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert!(
+        st.is_some(),
+        "guest did not power off in 120 s; console:\n{log}"
+    );
+    let vst = vhost.wait_timeout(Duration::from_secs(10));
+    let mut verr = String::new();
+    if let Some(e) = vhost.0.stderr.as_mut() {
+        let _ = e.read_to_string(&mut verr);
+    }
+    assert!(
+        vst.is_some_and(|s| s.success()),
+        "rvmm-vhost did not exit cleanly after the disconnect: {vst:?}\n{verr}"
+    );
+    for want in [
+        "SERIAL=rvmm-sn-42",
+        "SECTORS=131072",
+        "RO=0",
+        "RAW-READBACK-OK",
+        "DISCARD-OK",
+        "GUEST-DONE",
+        "RVMM-TEST-EXIT=0",
+    ] {
+        assert!(log.contains(want), "console lacks {want:?}:\n{log}");
+    }
+    for bad in ["FAILED", "I/O error", "EXT4-fs error"] {
+        assert!(!log.contains(bad), "console shows {bad:?}:\n{log}");
+    }
+
+    // Host-side oracles.
+    run_ok(Command::new("qemu-img").arg("check").arg(&disk));
+    let raw = s.path("disk.raw");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&disk)
+            .arg(&raw),
+    );
+    let bytes = std::fs::read(&raw).unwrap();
+    assert_eq!(bytes.len(), 64 * MIB);
+    let pat = repeat_to("RVMM\n", MIB);
+    assert!(
+        bytes[32 * MIB..33 * MIB] == pat[..],
+        "raw pattern at 32 MiB differs"
+    );
+    assert!(
+        bytes[48 * MIB..49 * MIB].iter().all(|&b| b == 0),
+        "discarded range not zero"
+    );
+    run_ok(Command::new("e2fsck").args(["-f", "-n"]).arg(&raw));
+    let out = s.path("f.out");
+    run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("dump /f {}", out.display()))
+            .arg(&raw),
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        repeat_to("rvmm-file-content\n", 300_000)
+    );
+}
