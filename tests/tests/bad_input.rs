@@ -112,3 +112,10 @@ fn missing_initrd_file() {
         .run();
     assert_clean_failure(&out, &["/nonexistent/rvmm-test-initrd"]);
 }
+
+#[test]
+#[ignore = "rvmm CLI not landed yet (vmm in progress)"]
+fn memory_larger_than_the_host_can_map() {
+    let out = quick().kernel(guest("poweroff")).memory("1000T").run();
+    assert_clean_failure(&out, &["memory"]);
+}

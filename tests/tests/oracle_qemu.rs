@@ -232,3 +232,21 @@ fn pci_enumeration_legacy_and_ecam_agree() {
         out.report()
     );
 }
+
+#[test]
+fn cpuid_reports_features_and_topology() {
+    let out = qemu().kernel(guest("cpuid")).cpus(2).run();
+    out.assert_pass();
+    assert_eq!(
+        out.field("cpuid: hypervisor ", "signature"),
+        Some("TCGTCGTCGTCG"),
+        "{}",
+        out.report()
+    );
+    let last_level = out
+        .lines()
+        .filter(|l| l.starts_with("cpuid: topology "))
+        .last()
+        .unwrap_or("");
+    assert!(last_level.contains(" logical=2 "), "{}", out.report());
+}

@@ -69,6 +69,7 @@ static void user_start(u64 arg)
 {
 	(void)arg;
 	boot_info_parse();
+	boot_marker(0x01);
 	debug_exit((u8)guest_main());
 }
 

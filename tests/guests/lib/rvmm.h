@@ -53,6 +53,8 @@ static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 /* Ring-0 only (call through ring0_call from guest_main). */
 static inline u64 rdmsr(u32 msr) { u32 lo, hi; __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr)); return ((u64)hi << 32) | lo; }
 static inline void wrmsr(u32 msr, u64 v) { __asm__ volatile("wrmsr" ::"c"(msr), "a"((u32)v), "d"((u32)(v >> 32))); }
+/* Write `v` to the boot-marker port 0x80 (rvmm logs the time since its start). */
+static inline void boot_marker(u8 v) { outb(0x80, v); }
 /* Current privilege level (0 = kernel, 3 = user). */
 static inline int cpl(void) { u16 cs; __asm__ volatile("mov %%cs, %0" : "=r"(cs)); return cs & 3; }
 

@@ -6,15 +6,25 @@
 int overlaps_boot_structures(u64 page);
 
 static struct madt_info madt;
-static volatile u32 ap_lapic_id[64], ap_cpuid_id[64], ap_done;
+static volatile u32 ap_lapic_id[64], ap_cpuid_id[64], ap_x2apic_id[64], ap_done;
+
+/* x2APIC id from CPUID leaf 0xB (EDX), or the leaf-1 id when the leaf is absent. */
+static u32 cpuid_x2apic_id(void)
+{
+	if (cpuid(0, 0).eax >= 0xb && ((cpuid(0xb, 0).ecx >> 8) & 0xff))
+		return cpuid(0xb, 0).edx;
+	return cpuid(1, 0).ebx >> 24;
+}
 
 void ap_main(u32 index)
 {
 	u32 id = lapic_id();
 	u32 cpuid_id = cpuid(1, 0).ebx >> 24;
+	u32 x2id = cpuid_x2apic_id();
 	if (index < 64) {
 		ap_lapic_id[index] = id;
 		ap_cpuid_id[index] = cpuid_id;
+		ap_x2apic_id[index] = x2id;
 	}
 	printf("ap: index=%u apic_id=%u cpuid_apic_id=%u cpl=%d\n", index, id, cpuid_id, cpl());
 	__atomic_fetch_add(&ap_done, 1, __ATOMIC_SEQ_CST);
@@ -56,6 +66,7 @@ int guest_main(void)
 			cpu_relax();
 		check(ap_lapic_id[want] == id, "AP started as APIC id %u reports LAPIC id %u", id, ap_lapic_id[want]);
 		check(ap_cpuid_id[want] == id, "AP with APIC id %u has CPUID APIC id %u", id, ap_cpuid_id[want]);
+		check(ap_x2apic_id[want] == id, "AP with APIC id %u has CPUID leaf 0xB id %u", id, ap_x2apic_id[want]);
 	}
 	printf("smp: cpus_online=%u\n", started + 1);
 	finish();
