@@ -127,6 +127,7 @@ impl<R: Read> WsReader<R> {
         for (i, b) in payload.iter_mut().enumerate() {
             *b ^= mask[i % 4];
         }
+        log::trace!("vnc websocket: frame opcode {opcode} length {len}");
         match opcode {
             0 | 2 => {
                 self.buf = payload;
