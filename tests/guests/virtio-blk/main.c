@@ -187,7 +187,7 @@ static int setup(u8 dev)
 	w32(0x00, 1);
 	feat |= (u64)c32(0x04) << 32;
 	printf("virtio-blk: device_features=%#lx\n", feat);
-	if (!check(feat & F_VERSION_1, "device does not offer VERSION_1"))
+	if (!check((feat & F_VERSION_1) != 0, "device does not offer VERSION_1"))
 		return -1;
 	u64 want = F_VERSION_1 | F_FLUSH | F_BLK_SIZE | F_SEG_MAX | F_SIZE_MAX | F_DISCARD |
 		   F_WRITE_ZEROES | F_INDIRECT;
