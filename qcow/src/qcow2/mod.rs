@@ -1062,8 +1062,12 @@ impl Qcow2 {
         let cx = self.cx();
         m.mark_dirty_if_lazy(cx)?;
         let clen = comp.len() as u64;
+        let tail_room = match m.compressed_tail {
+            Some((tail, _)) => m.refcount(cx, tail / cs)? < refcount::max(m.h.refcount_order),
+            None => false,
+        };
         let host = match m.compressed_tail {
-            Some((tail, used)) if used + clen <= cs => {
+            Some((tail, used)) if used + clen <= cs && tail_room => {
                 m.add_refcount(cx, tail / cs, 1)?;
                 m.compressed_tail = Some((tail, used + clen));
                 tail + used
