@@ -34,6 +34,8 @@ pub const REQUEST_QUEUE: u16 = 2;
 /// Size offered for every queue.
 pub const QUEUE_SIZE: u16 = 256;
 
+/// VIRTIO_SCSI_F_CHANGE: the device may report LUN parameter changes on the event queue.
+pub const F_CHANGE: u64 = 1 << 2;
 /// VIRTIO_F_VERSION_1.
 pub const F_VERSION_1: u64 = 1 << 32;
 /// VIRTIO_RING_F_INDIRECT_DESC.
