@@ -204,16 +204,20 @@ pub struct Vm {
     args: Vec<OsString>,
     timeout: Duration,
     stop_when: Option<StopFn>,
+    sends: Vec<(String, Vec<u8>)>,
+    serial: Option<String>,
     qemu: bool,
 }
 
-/// An rvmm run with `--serial stdio` (serial on stdout, logs on stderr).
+/// An rvmm run with `--serial stdio` (serial on stdout, logs on stderr; see [`Vm::serial`]).
 pub fn rvmm() -> Vm {
     Vm {
         program: rvmm_bin(),
-        args: vec!["--serial".into(), "stdio".into()],
+        args: Vec::new(),
         timeout: Duration::from_secs(30),
         stop_when: None,
+        sends: Vec::new(),
+        serial: Some("stdio".into()),
         qemu: false,
     }
 }
@@ -243,6 +247,8 @@ pub fn qemu() -> Vm {
         args: args.iter().map(OsString::from).collect(),
         timeout: Duration::from_secs(60),
         stop_when: None,
+        sends: Vec::new(),
+        serial: None,
         qemu: true,
     }
 }
@@ -307,13 +313,34 @@ impl Vm {
         self
     }
 
+    /// rvmm's `--serial` value (default `stdio`); `None` leaves the flag out.
+    pub fn serial(mut self, spec: Option<&str>) -> Self {
+        self.serial = spec.map(str::to_owned);
+        self
+    }
+
+    /// Write `bytes` to the monitor's stdin (the guest's serial input) once the serial output
+    /// contains `trigger`. Sends happen in the order given; stdin is closed after the last one.
+    pub fn send_when(mut self, trigger: &str, bytes: &[u8]) -> Self {
+        self.sends.push((trigger.to_owned(), bytes.to_owned()));
+        self
+    }
+
     /// Run to completion, timeout or stop condition; never hangs. Panics only when the program
     /// cannot be started.
     pub fn run(self) -> Outcome {
         let start = Instant::now();
+        let mut args = self.args.clone();
+        if let Some(spec) = &self.serial {
+            args.extend(["--serial".into(), spec.into()]);
+        }
         let mut child = Command::new(&self.program)
-            .args(&self.args)
-            .stdin(Stdio::null())
+            .args(&args)
+            .stdin(if self.sends.is_empty() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -336,6 +363,8 @@ impl Vm {
                 &stderr,
             ),
         ];
+        let mut stdin = child.stdin.take();
+        let mut sends = self.sends.into_iter().peekable();
         let (mut timed_out, mut stopped) = (false, false);
         let status = loop {
             match child.try_wait() {
@@ -345,9 +374,24 @@ impl Vm {
             }
             if start.elapsed() > self.timeout {
                 timed_out = true;
-            } else if let Some(f) = &self.stop_when {
+            } else if self.stop_when.is_some() || sends.peek().is_some() {
                 let text = clean(&serial.lock().map(|s| s.clone()).unwrap_or_default());
-                stopped = f(&text);
+                if let Some(f) = &self.stop_when {
+                    stopped = f(&text);
+                }
+                if sends
+                    .peek()
+                    .is_some_and(|(trigger, _)| text.contains(trigger.as_str()))
+                {
+                    if let (Some((_, bytes)), Some(pipe)) = (sends.next(), stdin.as_mut()) {
+                        use std::io::Write;
+                        // A monitor that stopped reading must not fail the harness.
+                        let _ = pipe.write_all(&bytes).and_then(|_| pipe.flush());
+                    }
+                    if sends.peek().is_none() {
+                        stdin = None;
+                    }
+                }
             }
             if timed_out || stopped {
                 let _ = child.kill();

@@ -250,3 +250,19 @@ fn cpuid_reports_features_and_topology() {
         .unwrap_or("");
     assert!(last_level.contains(" logical=2 "), "{}", out.report());
 }
+
+#[test]
+fn serial_input_raises_receive_interrupts() {
+    let out = qemu()
+        .kernel(guest("serialecho"))
+        .send_when("echo: ready", b"hello-rx\n")
+        .run();
+    out.assert_pass();
+    assert_eq!(
+        out.field("echo: ", "line"),
+        Some("hello-rx"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(out.field_u64("echo: ", "gsi"), Some(4), "{}", out.report());
+}
