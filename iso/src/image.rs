@@ -103,6 +103,8 @@ struct RawRecord {
 }
 
 const FLAG_DIR: u8 = 0x02;
+/// An associated file (e.g. a Macintosh resource fork) of the record that follows.
+const FLAG_ASSOCIATED: u8 = 0x04;
 const FLAG_MULTI_EXTENT: u8 = 0x80;
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -403,7 +405,7 @@ impl Iso {
         let mut out: Vec<DirEntry> = Vec::new();
         let mut continuing = false;
         for rec in raw {
-            if rec.name == [0] || rec.name == [1] {
+            if rec.name == [0] || rec.name == [1] || rec.flags & FLAG_ASSOCIATED != 0 {
                 continue;
             }
             let more = rec.flags & FLAG_MULTI_EXTENT != 0;

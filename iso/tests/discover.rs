@@ -459,3 +459,40 @@ fn no_boot_configuration_and_include_loops_are_clean_errors() {
     assert!(matches!(err, IsoError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("loop"), "{err}");
 }
+
+#[test]
+fn grub_braces_on_their_own_line_and_functions_are_followed() {
+    let t = Tree::new();
+    t.file(
+        "boot/grub/grub.cfg",
+        "function load_video\n{\n  menuentry 'not an entry' { linux /nope }\n}\n\
+         set default=install\n\
+         menuentry 'Rescue' --id rescue\n{\n  linux /vmlinuz rescue\n}\n\
+         menuentry 'Install' --id=install\n{\n  if [ x$a = xb ]; then\n    set x=1\n  fi\n\
+         \x20 linux /vmlinuz inst.text\n  initrd /initrd.img\n}\n",
+    );
+    t.file("vmlinuz", "k");
+    t.file("initrd.img", "i");
+    let iso = Iso::open(t.mkisofs(&["-R"])).unwrap();
+    let menus = iso::boot::menus(&iso).unwrap();
+    let labels: Vec<&str> = menus[0]
+        .1
+        .entries
+        .iter()
+        .map(|e| e.label.as_str())
+        .collect();
+    assert_eq!(labels, ["rescue", "install"]);
+    let b = discover_boot(&iso, &BootChoice::default()).unwrap();
+    assert_eq!(
+        (b.label.as_str(), b.cmdline.as_str()),
+        ("install", "inst.text")
+    );
+    assert_eq!(b.read_kernel(&iso).unwrap(), b"k");
+    // Initrds are padded to 4 bytes each when concatenated.
+    assert_eq!(b.read_initrd(&iso).unwrap(), b"i\0\0\0");
+    let shown = b.to_string();
+    assert!(
+        shown.contains("grub entry \"install\"") && shown.contains("/initrd.img"),
+        "{shown}"
+    );
+}

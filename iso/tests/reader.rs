@@ -291,3 +291,25 @@ fn random_corruption_never_panics() {
         "most corrupted images should still open ({opened})"
     );
 }
+
+#[test]
+fn multi_extent_records_join_into_one_file() {
+    let t = Tree::new();
+    t.file("A.TXT", "first-");
+    t.file("B.TXT", "second");
+    let mut bytes = std::fs::read(t.mkisofs(&["--norock", "-V", "M"])).unwrap();
+    let root = from_bytes(bytes.clone()).unwrap().root().extents[0].lba;
+    let a = record_offset(&bytes, root, b"A.TXT");
+    let b = record_offset(&bytes, root, b"B.TXT");
+    // A's record continues in the next one (B's, renamed to A): one file, two extents.
+    bytes[a + 25] |= 0x80;
+    bytes[b + 33] = b'A';
+    let iso = from_bytes(bytes).unwrap();
+    let e = iso.lookup("/A.TXT").unwrap();
+    assert_eq!(e.extents.len(), 2);
+    assert_eq!(iso.read_file(&e, 100).unwrap(), b"first-second");
+    let mut mid = [0u8; 4];
+    iso.read_file_at(&e, 5, &mut mid).unwrap();
+    assert_eq!(&mid, b"-sec");
+    assert_eq!(iso.read_dir(iso.root()).unwrap().len(), 1);
+}

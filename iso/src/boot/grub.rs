@@ -47,7 +47,8 @@ struct State {
     stack: Vec<Block>,
     vars: HashMap<String, String>,
     default: Option<String>,
-    submenu_title: Option<String>,
+    /// A block whose `{` is on the next line.
+    pending: Option<Block>,
 }
 
 struct TopItem {
@@ -242,6 +243,16 @@ fn resolve_default(st: &State, d: &str) -> Option<usize> {
     }
 }
 
+/// Enter `block`: now when `line` opens it with `{`, else when the next line is `{`. A
+/// one-line body ("menuentry 'x' { linux … }") is rare; it is entered and left at once.
+fn open(st: &mut State, line: &str, block: Block) {
+    if line.ends_with('{') {
+        st.stack.push(block);
+    } else if !line.contains('{') {
+        st.pending = Some(block);
+    }
+}
+
 fn parse_into(iso: &Iso, st: &mut State, path: &str, text: &str, depth: usize) -> Result<()> {
     for raw in text.lines() {
         let line = raw.trim();
@@ -251,11 +262,15 @@ fn parse_into(iso: &Iso, st: &mut State, path: &str, text: &str, depth: usize) -
         let kw = line.split_whitespace().next().unwrap_or("");
         let skipping = st.stack.iter().any(|b| matches!(b, Block::Skip));
         if line == "}" || kw == "}" {
-            if let Some(Block::Submenu) = st.stack.pop() {
-                st.submenu_title = None;
-            }
+            st.stack.pop();
             continue;
         }
+        if line == "{" {
+            let block = st.pending.take().unwrap_or(Block::Skip);
+            st.stack.push(block);
+            continue;
+        }
+        st.pending = None;
         if skipping {
             // Track nested braces inside a skipped body.
             if line.ends_with('{') {
@@ -273,7 +288,7 @@ fn parse_into(iso: &Iso, st: &mut State, path: &str, text: &str, depth: usize) -
                 let nested_entry = st.stack.iter().any(|b| matches!(b, Block::Entry));
                 if nested_entry {
                     // A menuentry inside a menuentry is not a menu item GRUB shows.
-                    st.stack.push(Block::Skip);
+                    open(st, line, Block::Skip);
                     continue;
                 }
                 if !in_sub {
@@ -285,8 +300,7 @@ fn parse_into(iso: &Iso, st: &mut State, path: &str, text: &str, depth: usize) -
                     });
                 }
                 if kw == "submenu" {
-                    st.submenu_title = Some(title);
-                    st.stack.push(Block::Submenu);
+                    open(st, line, Block::Submenu);
                 } else {
                     st.entries.push(MenuEntry {
                         label: id.unwrap_or_else(|| title.clone()),
@@ -294,14 +308,10 @@ fn parse_into(iso: &Iso, st: &mut State, path: &str, text: &str, depth: usize) -
                         in_submenu: in_sub,
                         ..Default::default()
                     });
-                    st.stack.push(Block::Entry);
-                }
-                // A one-line entry "menuentry 'x' { linux … }" is rare; its body is lost.
-                if line.ends_with('}') && line.contains('{') {
-                    st.stack.pop();
+                    open(st, line, Block::Entry);
                 }
             }
-            "function" => st.stack.push(Block::Skip),
+            "function" => open(st, line, Block::Skip),
             "linux" | "linuxefi" | "linux16" | "linuxx64" => {
                 if let (Some(Block::Entry), Some(e)) = (st.stack.last(), st.entries.last_mut()) {
                     let (file, args) = raw_args(line, kw);

@@ -74,6 +74,61 @@ pub struct InstallerBoot {
     pub config: String,
 }
 
+/// Largest kernel or initrd read by [`InstallerBoot::read_kernel`]/[`InstallerBoot::read_initrd`].
+pub const MAX_BOOT_FILE: u64 = 1 << 30;
+
+impl InstallerBoot {
+    /// The kernel image's bytes.
+    pub fn read_kernel(&self, iso: &Iso) -> Result<Vec<u8>> {
+        iso.read_path(&self.kernel.path, MAX_BOOT_FILE)
+    }
+
+    /// All initrds concatenated in order, each padded to 4 bytes as boot loaders do (the kernel
+    /// unpacks concatenated cpio archives); empty when the entry has none.
+    pub fn read_initrd(&self, iso: &Iso) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for f in &self.initrds {
+            let total = out.len() as u64 + f.entry.size();
+            if total > MAX_BOOT_FILE {
+                return Err(IsoError::TooLarge {
+                    image: iso.name().to_string(),
+                    path: f.path.clone(),
+                    size: total,
+                    limit: MAX_BOOT_FILE,
+                });
+            }
+            out.extend(iso.read_file(&f.entry, MAX_BOOT_FILE)?);
+            out.resize(out.len().next_multiple_of(4), 0);
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for InstallerBoot {
+    /// One line saying what will boot, for the user.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let initrds: Vec<&str> = self.initrds.iter().map(|i| i.path.as_str()).collect();
+        write!(
+            f,
+            "{} entry {:?} ({}): kernel {}, initrd {}, cmdline {:?}",
+            self.source,
+            self.label,
+            if self.config.is_empty() {
+                "-"
+            } else {
+                &self.config
+            },
+            self.kernel.path,
+            if initrds.is_empty() {
+                "none".to_string()
+            } else {
+                initrds.join(" + ")
+            },
+            self.cmdline
+        )
+    }
+}
+
 /// One menu entry as parsed from a boot configuration, before choosing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MenuEntry {
