@@ -6,7 +6,7 @@
 //! stored > counted a leak (wasted space). Repair of corruptions rebuilds the whole refcount
 //! structure at the end of the file.
 
-use super::{header, pread_zero_tail, pwrite, refcount, Mapping, Meta, Qcow2, COPIED, OFFSET_MASK};
+use super::{header, pread_zero_tail, refcount, Mapping, Meta, Qcow2, COPIED, OFFSET_MASK};
 use crate::backend::{BlockBackend, BlockError, BlockResult};
 
 /// What to fix.
@@ -102,7 +102,7 @@ impl Qcow2 {
                 m.h.incompatible &= !(header::INCOMPAT_DIRTY | header::INCOMPAT_CORRUPT);
                 m.marked_dirty = false;
                 if was != m.h.incompatible {
-                    pwrite(cx.f, &m.h.incompatible.to_be_bytes(), 72)?;
+                    cx.pwrite(&m.h.incompatible.to_be_bytes(), 72)?;
                     cx.datasync()?;
                 }
             }
@@ -184,11 +184,8 @@ impl Qcow2 {
                 .get(b as usize)
                 .is_some_and(|&e| e & !(cs - 1) != 0);
             let lo = b * rpb;
-            let hi = if has_block {
-                lo + rpb
-            } else {
-                (lo + rpb).min(file_clusters)
-            };
+            // As qemu-img: refcounts of clusters past the end of the file are not examined.
+            let hi = (lo + rpb).min(file_clusters);
             for cl in lo..hi {
                 let counted = c.refs.get(cl as usize).copied().unwrap_or(0) as u64;
                 let stored = if has_block { m.refcount(cx, cl)? } else { 0 };
@@ -332,7 +329,7 @@ impl Qcow2 {
         }
         // Leaks: lower each stored refcount to the counted value.
         let rpb = m.rpb();
-        let upto = m.rc_table.len() as u64 * rpb;
+        let upto = (m.rc_table.len() as u64 * rpb).min(c.file_clusters);
         for cl in 0..upto {
             let counted = c.refs.get(cl as usize).copied().unwrap_or(0) as u64;
             let stored = m.refcount(cx, cl)?;
@@ -412,7 +409,7 @@ impl Qcow2 {
             }
             let off = (e0 + b) * cs;
             let _ = any;
-            pwrite(cx.f, &blk, off)?;
+            cx.pwrite(&blk, off)?;
             table[b as usize] = off;
         }
         let toff = (e0 + nblocks) * cs;
@@ -420,12 +417,12 @@ impl Qcow2 {
         for e in &table {
             tb.extend_from_slice(&e.to_be_bytes());
         }
-        pwrite(cx.f, &tb, toff)?;
+        cx.pwrite(&tb, toff)?;
         cx.datasync()?;
         let mut hb = [0u8; 12];
         hb[..8].copy_from_slice(&toff.to_be_bytes());
         hb[8..].copy_from_slice(&(tclusters as u32).to_be_bytes());
-        pwrite(cx.f, &hb, 48)?;
+        cx.pwrite(&hb, 48)?;
         cx.datasync()?;
         m.h.refcount_table_offset = toff;
         m.h.refcount_table_clusters = tclusters as u32;

@@ -474,6 +474,11 @@ impl Header {
         let name = self.backing_file.clone().unwrap_or_default();
         let ext_start = header_length as usize;
         let name_off = ext_start + ext.len();
+        if name_off + name.len() > cs && !self.feature_names.is_empty() {
+            // The feature name table is optional: small clusters may not have room for it.
+            self.feature_names.clear();
+            return self.serialize();
+        }
         if name_off + name.len() > cs || name.len() > 1023 {
             return Err(BlockError::Invalid(format!(
                 "header, extensions and backing file name ({} bytes) do not fit in one \

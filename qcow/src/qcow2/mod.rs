@@ -97,17 +97,62 @@ fn pwrite(f: &File, buf: &[u8], off: u64) -> BlockResult<()> {
         .map_err(io_err(format!("write image at {off:#x}")))
 }
 
-/// Which syncs to issue (none under cache=unsafe).
+/// Fault injection for crash-consistency tests: fail every write/sync after the first `n`.
+#[derive(Debug, Default)]
+pub struct FaultInjector {
+    remaining: std::sync::atomic::AtomicI64,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl FaultInjector {
+    /// Let `n` more writes or syncs succeed, then fail all of them with EIO.
+    pub fn fail_after(&self, n: i64) {
+        self.remaining.store(n, Ordering::SeqCst);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Stop failing.
+    pub fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+    }
+
+    fn hit(&self) -> BlockResult<()> {
+        if self.armed.load(Ordering::SeqCst) && self.remaining.fetch_sub(1, Ordering::SeqCst) <= 0 {
+            return Err(BlockError::Io {
+                context: "injected fault".into(),
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The image file with the sync policy (none under cache=unsafe) and fault injection.
 #[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     f: &'a File,
     sync: bool,
+    fault: &'a FaultInjector,
 }
 
 impl Ctx<'_> {
     fn datasync(&self) -> BlockResult<()> {
         if self.sync {
+            self.fault.hit()?;
             self.f.sync_data().map_err(io_err("fdatasync image"))?;
+        }
+        Ok(())
+    }
+
+    fn pwrite(&self, buf: &[u8], off: u64) -> BlockResult<()> {
+        self.fault.hit()?;
+        pwrite(self.f, buf, off)
+    }
+
+    fn sync_all(&self) -> BlockResult<()> {
+        if self.sync {
+            self.fault.hit()?;
+            self.f.sync_all().map_err(io_err("fsync image"))?;
         }
         Ok(())
     }
@@ -165,7 +210,7 @@ impl Meta {
         }
         if let Some((eoff, data, dirty)) = self.rc_cache.evict_if_full() {
             if dirty {
-                pwrite(cx.f, &data, eoff)?;
+                cx.pwrite(&data, eoff)?;
             }
         }
         let mut data = vec![0u8; self.cs() as usize];
@@ -238,7 +283,7 @@ impl Meta {
         let dirty = self.rc_cache.dirty_offsets();
         for off in &dirty {
             if let Some(d) = self.rc_cache.peek(*off) {
-                pwrite(cx.f, d, *off)?;
+                cx.pwrite(d, *off)?;
             }
             self.rc_cache.mark_clean(*off);
         }
@@ -315,7 +360,7 @@ impl Meta {
         }
         let mut blk = vec![0u8; cs as usize];
         refcount::set(&mut blk, self.h.refcount_order, 0, 1);
-        pwrite(cx.f, &blk, off)?;
+        cx.pwrite(&blk, off)?;
         cx.datasync()?;
         self.rc_table[b as usize] = off;
         pwrite(
@@ -325,7 +370,7 @@ impl Meta {
         )?;
         if let Some((eoff, data, dirty)) = self.rc_cache.evict_if_full() {
             if dirty {
-                pwrite(cx.f, &data, eoff)?;
+                cx.pwrite(&data, eoff)?;
             }
         }
         self.rc_cache.insert(off, blk, false);
@@ -361,7 +406,7 @@ impl Meta {
             refcount::set(&mut blocks[j], order, ((c - p) % rpb) as usize, 1);
         }
         for (j, blk) in blocks.iter().enumerate() {
-            pwrite(cx.f, blk, (p + j as u64) * cs)?;
+            cx.pwrite(blk, (p + j as u64) * cs)?;
         }
         let mut table = self.rc_table.clone();
         table.resize(new_len as usize, 0);
@@ -373,12 +418,12 @@ impl Meta {
             tb.extend_from_slice(&e.to_be_bytes());
         }
         let toff = (p + m) * cs;
-        pwrite(cx.f, &tb, toff)?;
+        cx.pwrite(&tb, toff)?;
         cx.datasync()?;
         let mut hb = [0u8; 12];
         hb[..8].copy_from_slice(&toff.to_be_bytes());
         hb[8..].copy_from_slice(&(t as u32).to_be_bytes());
-        pwrite(cx.f, &hb, 48)?;
+        cx.pwrite(&hb, 48)?;
         cx.datasync()?;
         let old_off = self.h.refcount_table_offset;
         let old_clusters = u64::from(self.h.refcount_table_clusters);
@@ -388,7 +433,7 @@ impl Meta {
         for (j, blk) in blocks.into_iter().enumerate() {
             if let Some((eoff, data, dirty)) = self.rc_cache.evict_if_full() {
                 if dirty {
-                    pwrite(cx.f, &data, eoff)?;
+                    cx.pwrite(&data, eoff)?;
                 }
             }
             self.rc_cache.insert((p + j as u64) * cs, blk, false);
@@ -449,7 +494,7 @@ impl Meta {
                 if self.write_dirty_rc(cx)? {
                     cx.datasync()?;
                 }
-                pwrite(cx.f, &data, eoff)?;
+                cx.pwrite(&data, eoff)?;
             }
         }
         let mut data = vec![0u8; self.cs() as usize];
@@ -563,7 +608,7 @@ impl Meta {
                 if self.write_dirty_rc(cx)? {
                     cx.datasync()?;
                 }
-                pwrite(cx.f, &edata, eoff)?;
+                cx.pwrite(&edata, eoff)?;
             }
         }
         self.l2_cache.insert(new, data, true);
@@ -581,7 +626,7 @@ impl Meta {
             && !self.marked_dirty
         {
             self.h.incompatible |= header::INCOMPAT_DIRTY;
-            pwrite(cx.f, &self.h.incompatible.to_be_bytes(), 72)?;
+            cx.pwrite(&self.h.incompatible.to_be_bytes(), 72)?;
             cx.datasync()?;
             self.marked_dirty = true;
         }
@@ -596,7 +641,7 @@ impl Meta {
         let dirty = self.l2_cache.dirty_offsets();
         for off in &dirty {
             if let Some(d) = self.l2_cache.peek(*off) {
-                pwrite(cx.f, d, *off)?;
+                cx.pwrite(d, *off)?;
             }
             self.l2_cache.mark_clean(*off);
         }
@@ -619,7 +664,7 @@ impl Meta {
         for e in &self.l1 {
             b.extend_from_slice(&e.to_be_bytes());
         }
-        pwrite(cx.f, &b, self.h.l1_table_offset)?;
+        cx.pwrite(&b, self.h.l1_table_offset)?;
         self.l1_dirty = false;
         Ok(())
     }
@@ -645,6 +690,7 @@ pub struct Qcow2 {
     backing: Option<Arc<dyn BlockBackend>>,
     io_lock: RwLock<()>,
     meta: Mutex<Meta>,
+    fault: FaultInjector,
 }
 
 /// Extra knobs for internal opens (repair tools).
@@ -807,6 +853,7 @@ impl Qcow2 {
             backing,
             io_lock: RwLock::new(()),
             meta: Mutex::new(meta),
+            fault: FaultInjector::default(),
         })
     }
 
@@ -814,7 +861,13 @@ impl Qcow2 {
         Ctx {
             f: &self.file,
             sync: self.cache != CacheMode::Unsafe,
+            fault: &self.fault,
         }
+    }
+
+    /// The fault injector of this open image (tests).
+    pub fn faults(&self) -> &FaultInjector {
+        &self.fault
     }
 
     pub(crate) fn lock_meta(&self) -> BlockResult<MutexGuard<'_, Meta>> {
@@ -947,17 +1000,17 @@ impl Qcow2 {
                 if !copied {
                     m.l2_set(cx, l2_off, l2i, host | COPIED)?;
                 }
-                return pwrite(&self.file, data, host + in_cl);
+                return self.cx().pwrite(data, host + in_cl);
             }
         }
         let host = m.alloc_clusters(cx, 1)?;
         if data.len() as u64 == cs {
-            pwrite(&self.file, data, host)?;
+            self.cx().pwrite(data, host)?;
         } else {
             let mut full = vec![0u8; cs as usize];
             self.read_mapped(old, cl, 0, &mut full)?;
             full[in_cl as usize..in_cl as usize + data.len()].copy_from_slice(data);
-            pwrite(&self.file, &full, host)?;
+            self.cx().pwrite(&full, host)?;
         }
         m.l2_set(cx, l2_off, l2i, host | COPIED)?;
         m.free_mapping(old);
@@ -1080,7 +1133,7 @@ impl Qcow2 {
                 h
             }
         };
-        pwrite(&self.file, &comp, host)?;
+        self.cx().pwrite(&comp, host)?;
         let cb = m.cb();
         let x = 62 - (cb - 8);
         let nsect = (host + clen - 1) / 512 - host / 512;
@@ -1124,7 +1177,7 @@ impl Qcow2 {
         let mut m = self.lock_meta()?;
         if m.marked_dirty && !m.failed {
             m.h.incompatible &= !header::INCOMPAT_DIRTY;
-            pwrite(&self.file, &m.h.incompatible.to_be_bytes(), 72)?;
+            self.cx().pwrite(&m.h.incompatible.to_be_bytes(), 72)?;
             m.marked_dirty = false;
             cx.datasync()?;
         }
@@ -1244,7 +1297,8 @@ impl BlockBackend for Qcow2 {
                 let mut pos = 0usize;
                 for (m, _, in_cl, n) in ext {
                     if let Mapping::Data { host, .. } = m {
-                        pwrite(&self.file, &buf[pos..pos + n as usize], host + in_cl)?;
+                        self.cx()
+                            .pwrite(&buf[pos..pos + n as usize], host + in_cl)?;
                     }
                     pos += n as usize;
                 }
@@ -1277,12 +1331,7 @@ impl BlockBackend for Qcow2 {
         }
         let cx = self.cx();
         self.lock_meta()?.flush_meta(cx)?;
-        if cx.sync {
-            self.file
-                .sync_all()
-                .map_err(io_err(format!("fsync {}", self.path.display())))?;
-        }
-        Ok(())
+        cx.sync_all()
     }
 
     fn discard(&self, offset: u64, len: u64) -> BlockResult<()> {

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{pwrite, Mapping, Qcow2, OFFSET_MASK};
+use super::{Mapping, Qcow2, OFFSET_MASK};
 use crate::backend::{BlockBackend, BlockError, BlockResult};
 
 impl Qcow2 {
@@ -71,7 +71,7 @@ impl Qcow2 {
             for (i, e) in l1.iter().enumerate() {
                 b[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
             }
-            pwrite(cx.f, &b, new_off)?;
+            cx.pwrite(&b, new_off)?;
             m.write_dirty_rc(cx)?;
             cx.datasync()?;
             let old_off = m.h.l1_table_offset;
@@ -103,5 +103,5 @@ fn write_size_fields(m: &mut super::Meta, cx: super::Ctx) -> BlockResult<()> {
     b[8..12].copy_from_slice(&m.h.crypt_method.to_be_bytes());
     b[12..16].copy_from_slice(&m.h.l1_size.to_be_bytes());
     b[16..24].copy_from_slice(&m.h.l1_table_offset.to_be_bytes());
-    pwrite(cx.f, &b, 24)
+    cx.pwrite(&b, 24)
 }

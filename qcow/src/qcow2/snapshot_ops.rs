@@ -7,7 +7,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::snapshot::{serialize_table, Snapshot};
-use super::{pread_zero_tail, pwrite, Ctx, Mapping, Meta, Qcow2, COPIED, OFFSET_MASK};
+use super::{pread_zero_tail, Ctx, Mapping, Meta, Qcow2, COPIED, OFFSET_MASK};
 use crate::backend::{BlockBackend, BlockError, BlockResult};
 use crate::open::Format;
 
@@ -117,7 +117,7 @@ impl Meta {
         for e in entries {
             b.extend_from_slice(&e.to_be_bytes());
         }
-        pwrite(cx.f, &b, off)?;
+        cx.pwrite(&b, off)?;
         Ok(off)
     }
 
@@ -132,7 +132,7 @@ impl Meta {
             0
         } else {
             let off = self.alloc_clusters(cx, (table.len() as u64).div_ceil(cs))?;
-            pwrite(cx.f, &table, off)?;
+            cx.pwrite(&table, off)?;
             off
         };
         if self.write_dirty_rc(cx)? {
@@ -142,7 +142,7 @@ impl Meta {
         let mut hb = [0u8; 12];
         hb[..4].copy_from_slice(&(snaps.len() as u32).to_be_bytes());
         hb[4..].copy_from_slice(&new_off.to_be_bytes());
-        pwrite(cx.f, &hb, 60)?;
+        cx.pwrite(&hb, 60)?;
         cx.datasync()?;
         self.h.nb_snapshots = snaps.len() as u32;
         self.h.snapshots_offset = new_off;
@@ -265,7 +265,7 @@ impl Qcow2 {
         b[8..12].copy_from_slice(&m.h.crypt_method.to_be_bytes());
         b[12..16].copy_from_slice(&m.h.l1_size.to_be_bytes());
         b[16..24].copy_from_slice(&m.h.l1_table_offset.to_be_bytes());
-        pwrite(cx.f, &b, 24)?;
+        cx.pwrite(&b, 24)?;
         cx.datasync()?;
         m.tree_refcount(cx, &old, -1, false)?;
         m.fix_copied(cx)?;
@@ -337,7 +337,7 @@ impl Qcow2 {
         h.backing_file = name.map(str::to_string);
         h.backing_format = name.and(fmt).map(|f| f.name().to_string());
         let buf = h.serialize()?;
-        pwrite(cx.f, &buf, 0)?;
+        cx.pwrite(&buf, 0)?;
         cx.datasync()?;
         m.h = h;
         Ok(())
