@@ -685,4 +685,42 @@ mod tests {
         assert_eq!(d.execute(&[0x28], 0).status, STATUS_GOOD);
         assert_eq!(d.execute(&[0x12], 0).data.len(), 0);
     }
+
+    #[test]
+    fn random_cdbs_keep_the_invariants() {
+        let mut d = drive(64, 300);
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let len = (next() % 17) as usize;
+            let mut cdb: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Hit the implemented opcodes most of the time.
+            const OPS: &[u8] = &[
+                0x00, 0x03, 0x08, 0x12, 0x1A, 0x1B, 0x1E, 0x25, 0x28, 0x2B, 0x43, 0x46, 0x4A, 0x51,
+                0x52, 0x5A, 0x88, 0x9E, 0xA0, 0xA8, 0xBD,
+            ];
+            if let Some(op) = cdb.first_mut() {
+                if i % 4 != 0 {
+                    *op = OPS[(next() % OPS.len() as u64) as usize];
+                }
+            }
+            let room = (next() % 70_000) as usize;
+            let r = d.execute(&cdb, room);
+            assert!(
+                r.data.len() <= room,
+                "{cdb:02x?}: {} > {room}",
+                r.data.len()
+            );
+            match r.status {
+                STATUS_GOOD => assert!(r.sense.is_none()),
+                STATUS_CHECK_CONDITION => assert!(r.sense.is_some() && r.data.is_empty()),
+                other => panic!("status {other:#x} for {cdb:02x?}"),
+            }
+        }
+    }
 }

@@ -438,3 +438,59 @@ fn device_worker_serves_kicks_and_resets() {
     assert!(b.iter().all(|&x| x == 3));
     assert!(dev.reset());
 }
+
+#[test]
+fn hostile_chains_never_panic_or_overflow_buffers() {
+    let mem = memory();
+    let mut host = ScsiHost::new(cdrom(16));
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..200 {
+        if round % 20 == 0 {
+            host.write_config(24, &((next() % 300) as u32).to_le_bytes());
+            host.write_config(20, &((next() % 300) as u32).to_le_bytes());
+        }
+        let mut d = Driver::new(&mem, 0x1000);
+        let mut q = d.queue();
+        let mut writable_total = Vec::new();
+        for c in 0..8u64 {
+            let mut hdr: Vec<u8> = (0..64).map(|_| next() as u8).collect();
+            if next() % 2 == 0 {
+                hdr[0..8].copy_from_slice(&OUR_LUN);
+                hdr[19] = [0x28, 0x12, 0x43, 0x46, 0xA8, 0x25][(next() % 6) as usize];
+            }
+            let req = REQ + c * 0x1000;
+            mem.write_slice(&hdr, GuestAddress(req)).unwrap();
+            let mut bufs = vec![(req, (next() % 80) as u32, false)];
+            let mut total = 0u64;
+            for k in 0..(next() % 4) {
+                let len = match next() % 4 {
+                    0 => 0,
+                    1 => (next() % 200) as u32,
+                    2 => (next() % 70_000) as u32,
+                    _ => u32::MAX,
+                };
+                let addr = if next() % 8 == 0 {
+                    0xFFFF_FFFF_0000
+                } else {
+                    RESP + c * 0x2_0000 + k * 0x1_0000
+                };
+                bufs.push((addr, len, true));
+                total += u64::from(len);
+            }
+            writable_total.push(total);
+            d.add(&bufs);
+        }
+        host.process_request_queue(&mem, &mut q);
+        let used = d.used();
+        assert_eq!(used.len(), 8);
+        for ((_, len), total) in used.iter().zip(&writable_total) {
+            assert!(u64::from(*len) <= *total, "used {len} > writable {total}");
+        }
+    }
+}
