@@ -37,21 +37,18 @@ fn quick() -> rvmm_tests::Vm {
 }
 
 #[test]
-#[ignore = "rvmm CLI not landed yet (vmm in progress)"]
 fn missing_kernel_file() {
     let out = quick().kernel("/nonexistent/rvmm-test-kernel").run();
     assert_clean_failure(&out, &["/nonexistent/rvmm-test-kernel"]);
 }
 
 #[test]
-#[ignore = "rvmm CLI not landed yet (vmm in progress)"]
 fn no_kernel_flag() {
     let out = quick().run();
     assert_clean_failure(&out, &["kernel"]);
 }
 
 #[test]
-#[ignore = "rvmm CLI not landed yet (vmm in progress)"]
 fn kernel_that_is_not_a_kernel() {
     let mut f = tempfile::NamedTempFile::new().expect("temp file");
     std::io::Write::write_all(&mut f, b"this is a text file, not a bzImage or ELF\n")
@@ -61,35 +58,30 @@ fn kernel_that_is_not_a_kernel() {
 }
 
 #[test]
-#[ignore = "rvmm CLI not landed yet (vmm in progress)"]
 fn memory_zero() {
     let out = quick().kernel(guest("poweroff")).memory("0").run();
     assert_clean_failure(&out, &["memory"]);
 }
 
 #[test]
-#[ignore = "rvmm CLI not landed yet (vmm in progress)"]
 fn memory_not_a_size() {
     let out = quick().kernel(guest("poweroff")).memory("lots").run();
     assert_clean_failure(&out, &["lots"]);
 }
 
 #[test]
-#[ignore = "rvmm CLI not landed yet (vmm in progress)"]
 fn cpus_zero() {
     let out = quick().kernel(guest("poweroff")).cpus(0).run();
     assert_clean_failure(&out, &["cpus"]);
 }
 
 #[test]
-#[ignore = "rvmm CLI not landed yet (vmm in progress)"]
 fn cpus_above_the_kvm_limit() {
     let out = quick().kernel(guest("poweroff")).cpus(100_000).run();
     assert_clean_failure(&out, &["cpus"]);
 }
 
 #[test]
-#[ignore = "rvmm CLI not landed yet (vmm in progress)"]
 fn initrd_larger_than_memory() {
     let f = tempfile::NamedTempFile::new().expect("temp file");
     f.as_file()
@@ -104,7 +96,6 @@ fn initrd_larger_than_memory() {
 }
 
 #[test]
-#[ignore = "rvmm CLI not landed yet (vmm in progress)"]
 fn missing_initrd_file() {
     let out = quick()
         .kernel(guest("poweroff"))
@@ -114,7 +105,6 @@ fn missing_initrd_file() {
 }
 
 #[test]
-#[ignore = "rvmm CLI not landed yet (vmm in progress)"]
 fn memory_larger_than_the_host_can_map() {
     let out = quick().kernel(guest("poweroff")).memory("1000T").run();
     assert_clean_failure(&out, &["memory"]);

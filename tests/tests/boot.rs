@@ -119,7 +119,6 @@ fn assert_contract_acpi(out: &Outcome) {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn bzimage_64bit_entry_and_boot_params() {
     let (out, cmdline) = boot(Format::BzImage, "512M", 300_000);
     out.assert_pass();
@@ -154,7 +153,6 @@ fn bzimage_64bit_entry_and_boot_params() {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn initrd_stays_below_initrd_addr_max() {
     // 1 GiB of RAM: the top of memory is above the guest's initrd_addr_max (0x37ffffff), so the
     // initrd must be placed lower; the guest checks placement, alignment and contents.
@@ -170,7 +168,6 @@ fn initrd_stays_below_initrd_addr_max() {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn memory_above_4g_skips_the_pci_hole() {
     let (out, _) = boot(Format::BzImage, "4G", 4096);
     out.assert_pass();
@@ -178,7 +175,6 @@ fn memory_above_4g_skips_the_pci_hole() {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn pvh_entry_and_start_info() {
     let (out, cmdline) = boot(Format::Pvh, "512M", 100_000);
     out.assert_pass();
@@ -205,7 +201,6 @@ fn pvh_entry_and_start_info() {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn plain_elf_64bit_entry() {
     let (out, _) = boot(Format::Elf64, "512M", 4096);
     out.assert_pass();
@@ -219,7 +214,6 @@ fn plain_elf_64bit_entry() {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn default_memory_and_cmdline() {
     let out = rvmm()
         .kernel(guest_image("bootcheck", Format::BzImage))

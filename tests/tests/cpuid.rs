@@ -8,7 +8,6 @@ fn feature(out: &Outcome, name: &str) -> Option<u64> {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn hypervisor_leaves_and_topology() {
     let out = rvmm().kernel(guest("cpuid")).cpus(4).run();
     out.assert_pass();
@@ -32,7 +31,7 @@ fn hypervisor_leaves_and_topology() {
 }
 
 #[test]
-#[ignore = "rvmm --cpu-model baseline still exposes xsave/AVX/TSX (vmm in progress)"]
+#[ignore = "rvmm --cpu-model baseline still exposes xsave, AVX and TSX (found by this test)"]
 fn baseline_model_hides_unportable_features() {
     let out = rvmm()
         .kernel(guest("cpuid"))

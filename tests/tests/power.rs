@@ -5,7 +5,6 @@ use rvmm_tests::{guest, rvmm};
 use std::time::Duration;
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn acpi_poweroff_exits_zero() {
     let out = rvmm().kernel(guest("poweroff")).run();
     assert!(!out.timed_out, "{}", out.report());
@@ -20,7 +19,6 @@ fn acpi_poweroff_exits_zero() {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn reset_with_no_reboot_exits() {
     let out = rvmm().kernel(guest("reboot")).arg("--no-reboot").run();
     assert!(!out.timed_out, "{}", out.report());
@@ -40,7 +38,6 @@ fn reset_with_no_reboot_exits() {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn reset_restarts_the_vm() {
     let out = rvmm()
         .kernel(guest("reboot"))
@@ -56,7 +53,6 @@ fn reset_restarts_the_vm() {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn demo_guest_boots_and_powers_off() {
     let out = rvmm().kernel(guest("demo")).cpus(2).run();
     assert_eq!(out.status, Some(0), "{}", out.report());

@@ -4,7 +4,6 @@
 use rvmm_tests::{guest, rvmm};
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn stdin_reaches_the_guest_with_interrupts() {
     let out = rvmm()
         .kernel(guest("serialecho"))
@@ -25,7 +24,6 @@ fn stdin_reaches_the_guest_with_interrupts() {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn serial_to_a_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("serial.log");

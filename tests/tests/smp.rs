@@ -4,7 +4,6 @@
 use rvmm_tests::{guest, rvmm};
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn four_cpus_start_and_report_apic_ids() {
     let out = rvmm().kernel(guest("smp")).cpus(4).run();
     out.assert_pass();
@@ -31,7 +30,6 @@ fn four_cpus_start_and_report_apic_ids() {
 }
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn one_cpu_has_no_aps() {
     let out = rvmm().kernel(guest("smp")).cpus(1).run();
     out.assert_pass();

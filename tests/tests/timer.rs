@@ -3,7 +3,6 @@
 use rvmm_tests::{guest, rvmm};
 
 #[test]
-#[ignore = "rvmm does not boot kernels yet (vmm in progress)"]
 fn lapic_and_pit_interrupts() {
     let out = rvmm().kernel(guest("timer")).run();
     out.assert_pass();
