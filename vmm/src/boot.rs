@@ -11,6 +11,7 @@ use arch::regs::EntryMode;
 use devices::GuestMemoryMmap;
 
 use crate::config::VmConfig;
+use crate::pci::AcpiExtras;
 
 /// Where and how the BSP starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +29,11 @@ fn write(mem: &GuestMemoryMmap, addr: u64, bytes: &[u8], what: &str) -> Result<(
         .with_context(|| format!("cannot write {what} ({} bytes) at {addr:#x}", bytes.len()))
 }
 
-fn write_common(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<u64> {
+fn write_common(mem: &GuestMemoryMmap, cfg: &VmConfig, extras: &AcpiExtras) -> Result<u64> {
     let acpi = arch::acpi::build(&arch::acpi::AcpiConfig {
         cpus: cfg.cpus,
-        ..Default::default()
+        dsdt_aml: extras.dsdt_aml.clone(),
+        extra_tables: extras.tables.clone(),
     })
     .context("cannot build the ACPI tables")?;
     write(mem, acpi.rsdp_addr, &acpi.image, "ACPI tables")?;
@@ -72,8 +74,9 @@ fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<()> {
     write(mem, CMDLINE_START, &bytes, "kernel command line")
 }
 
-/// Load `cfg.kernel` (and initrd, command line) into `mem` and prepare the boot structures.
-pub fn load(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<BootEntry> {
+/// Load `cfg.kernel` (and initrd, command line) into `mem` and prepare the boot structures,
+/// with `extras` (for example PCI's MCFG and root bridge) in the ACPI tables.
+pub fn load(mem: &GuestMemoryMmap, cfg: &VmConfig, extras: &AcpiExtras) -> Result<BootEntry> {
     let path = &cfg.kernel;
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read kernel {}", path.display()))?;
@@ -88,7 +91,7 @@ pub fn load(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<BootEntry> {
             path.display()
         );
     }
-    let rsdp = write_common(mem, cfg)?;
+    let rsdp = write_common(mem, cfg, extras)?;
     let e820 = arch::e820::e820_map(cfg.mem_size);
     match &image {
         KernelImage::BzImage { hdr, payload } => {

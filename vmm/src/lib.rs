@@ -8,6 +8,7 @@ pub mod config;
 pub mod exit;
 pub mod irq;
 pub mod memory;
+pub mod pci;
 pub mod signals;
 pub mod terminal;
 pub mod vcpu;

@@ -92,6 +92,8 @@ pub struct Vm {
     pub slots: MemorySlots,
     /// COM1.
     pub serial: Arc<Mutex<devices::serial::Serial>>,
+    /// The PCI root bus (devices are added with `PciRoot::add_device`).
+    pub pci: Arc<Mutex<devices::pci::PciRoot>>,
     vcpus: Vec<VcpuFd>,
     events: EventSender,
     events_rx: mpsc::Receiver<VmEvent>,
@@ -144,7 +146,9 @@ impl Vm {
         let buses = Arc::new(Buses::default());
         let serial = Self::add_legacy_devices(cfg, &buses, &irq, &events, start, sink)?;
 
-        let boot = crate::boot::load(&memory, cfg)?;
+        // PCI root complex: config space, MMIO windows, MCFG and the root bridge AML.
+        let (pci, acpi_extras) = crate::pci::setup(&buses, arch::e820::ram_end(cfg.mem_size))?;
+        let boot = crate::boot::load(&memory, cfg, &acpi_extras)?;
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .context("KVM_GET_SUPPORTED_CPUID failed")?;
@@ -176,6 +180,7 @@ impl Vm {
             irq,
             slots,
             serial,
+            pci,
             vcpus,
             events,
             events_rx,
