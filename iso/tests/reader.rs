@@ -313,3 +313,39 @@ fn multi_extent_records_join_into_one_file() {
     assert_eq!(&mid, b"-sec");
     assert_eq!(iso.read_dir(iso.root()).unwrap().len(), 1);
 }
+
+#[test]
+fn rock_ridge_relocated_deep_directories_are_followed() {
+    let t = Tree::new();
+    t.file("a/b/c/d/e/f/g/h/i/j/deep.txt", "deep file\n");
+    let path = t.mkisofs(&["-R", "-rr_reloc_dir", "rr_moved"]);
+    let iso = Iso::open(&path).unwrap();
+    let e = iso.lookup("/a/b/c/d/e/f/g/h/i/j/deep.txt").unwrap();
+    assert_eq!(iso.read_file(&e, 100).unwrap(), b"deep file\n");
+    assert_eq!(
+        e.extents[0].lba,
+        xorriso_lba(&path, "/a/b/c/d/e/f/g/h/i/j/deep.txt")
+    );
+    // The relocated directory is reached once, through its CL link, not again under rr_moved.
+    let mut seen = Vec::new();
+    iso.walk(|p, _| seen.push(p.to_string())).unwrap();
+    let deep: Vec<&String> = seen.iter().filter(|p| p.ends_with("deep.txt")).collect();
+    assert_eq!(deep, ["/a/b/c/d/e/f/g/h/i/j/deep.txt"], "{seen:?}");
+}
+
+#[test]
+fn rock_ridge_symlinks_are_ignored_safely() {
+    let t = Tree::new();
+    t.file("README.md", "hello\n");
+    std::os::unix::fs::symlink("README.md", t.root().join("link")).unwrap();
+    std::os::unix::fs::symlink("loop", t.root().join("loop")).unwrap();
+    std::os::unix::fs::symlink("/", t.root().join("rootlink")).unwrap();
+    let iso = Iso::open(t.mkisofs(&["-R"])).unwrap();
+    for l in ["/link", "/loop", "/rootlink"] {
+        let e = iso.lookup(l).unwrap();
+        assert!(!e.is_dir, "{l}");
+        assert_eq!(iso.read_file(&e, 100).unwrap(), b"", "{l}");
+    }
+    assert!(iso.lookup("/rootlink/README.md").is_err());
+    iso.walk(|_, _| {}).unwrap();
+}
