@@ -17,6 +17,7 @@ pub mod irq;
 pub mod pci;
 pub mod scsi;
 pub mod serial;
+pub mod vga;
 pub mod virtio;
 
 /// Guest RAM as every device sees it; the VMM and the vhost-user backends both hand this in.
