@@ -496,3 +496,39 @@ fn grub_braces_on_their_own_line_and_functions_are_followed() {
         "{shown}"
     );
 }
+
+#[test]
+fn isolinux_config_found_next_to_the_el_torito_boot_image() {
+    // openSUSE layout: ISOLINUX lives in boot/x86_64/loader and boots `linux` by label.
+    let t = Tree::new();
+    t.copy(
+        "boot/x86_64/loader/isolinux.bin",
+        "/usr/lib/ISOLINUX/isolinux.bin".as_ref(),
+    );
+    t.file(
+        "boot/x86_64/loader/isolinux.cfg",
+        "default harddisk\nlabel harddisk\n  localboot 0x80\nlabel mediachk\n  kernel linux\n\
+         \x20 append initrd=initrd mediacheck=1 splash=silent\nlabel linux\n  kernel linux\n\
+         \x20 append initrd=initrd splash=silent showopts\n",
+    );
+    t.file("boot/x86_64/loader/linux", "suse kernel");
+    t.file("boot/x86_64/loader/initrd", "suse initrd");
+    let iso = Iso::open(t.mkisofs(&[
+        "-R",
+        "-b",
+        "boot/x86_64/loader/isolinux.bin",
+        "-c",
+        "boot/x86_64/loader/boot.cat",
+        "-no-emul-boot",
+        "-boot-load-size",
+        "4",
+        "-boot-info-table",
+    ]))
+    .unwrap();
+    let b = discover_boot(&iso, &BootChoice::default()).unwrap();
+    assert_eq!(b.config, "/boot/x86_64/loader/isolinux.cfg");
+    assert_eq!(b.label, "linux");
+    assert_eq!(b.kernel.path, "/boot/x86_64/loader/linux");
+    assert_eq!(b.initrds[0].path, "/boot/x86_64/loader/initrd");
+    assert_eq!(b.cmdline, "initrd=initrd splash=silent showopts");
+}

@@ -183,7 +183,7 @@ fn not_install_reason(e: &MenuEntry) -> Option<&'static str> {
     if text.contains("memtest") || kernel.to_ascii_lowercase().contains("memtest") {
         return Some("is a memory test");
     }
-    if text.contains("test this media") || text.contains("check") {
+    if text.contains("test this media") || text.contains("check") || text.contains("mediachk") {
         return Some("checks the media");
     }
     None

@@ -35,14 +35,43 @@ struct State {
     cwd: String,
 }
 
-/// Find and parse the first ISOLINUX/SYSLINUX configuration on the image.
+/// Find and parse the first ISOLINUX/SYSLINUX configuration on the image: in the usual
+/// places, else (as ISOLINUX itself does) in the directory of the El Torito BIOS boot image,
+/// which is where e.g. openSUSE keeps it (`boot/x86_64/loader/`).
 pub(super) fn find(iso: &Iso) -> Result<Option<Menu>> {
     for path in CONFIGS {
         if let Some(text) = read_config(iso, path)? {
             return Ok(Some(parse(iso, path, &text)?));
         }
     }
+    let Some(dir) = boot_image_dir(iso) else {
+        return Ok(None);
+    };
+    for name in ["isolinux.cfg", "syslinux.cfg"] {
+        let path = resolve(&dir, name);
+        if let Some(text) = read_config(iso, &path)? {
+            return Ok(Some(parse(iso, &path, &text)?));
+        }
+    }
     Ok(None)
+}
+
+/// Directory of the file the El Torito BIOS entry boots, if it is a file on the image.
+fn boot_image_dir(iso: &Iso) -> Option<String> {
+    let catalog = iso.boot_catalog().ok().flatten()?;
+    let lba = catalog
+        .entries
+        .iter()
+        .find(|e| e.platform == crate::eltorito::Platform::X86Bios && e.bootable)?
+        .load_lba;
+    let mut found = None;
+    // A damaged tree just means no fallback.
+    let _ = iso.walk(|path, e| {
+        if found.is_none() && !e.is_dir && e.extents.first().is_some_and(|x| x.lba == lba) {
+            found = Some(dir_of(path));
+        }
+    });
+    found
 }
 
 /// Parse a configuration whose text is `text` (read from `path`), following its includes.
