@@ -5,92 +5,15 @@
 //!
 //! Needs scripts/assets.sh (downloads the kernel once into the asset cache) and QEMU.
 
+mod vhost_blk_common;
+
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use vhost_blk_common::{assets, qemu_vhost_blk, run_ok, wait_socket, Proc, Scratch};
 
 const MIB: usize = 1 << 20;
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("rvmm-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed on drop (so a failing assertion leaves nothing running).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn wait_timeout(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(st) = self.0.try_wait().unwrap() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Run scripts/assets.sh to build an initramfs with `script` as /test.sh; returns the kernel.
-fn assets(script: &Path, initrd: &Path) -> PathBuf {
-    let out = Command::new(repo().join("scripts/assets.sh"))
-        .arg("initrd")
-        .arg(initrd)
-        .arg(script)
-        .output()
-        .expect("run scripts/assets.sh");
-    assert!(
-        out.status.success(),
-        "scripts/assets.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let kernel = text
-        .lines()
-        .find_map(|l| l.strip_prefix("KERNEL="))
-        .expect("assets.sh prints KERNEL=");
-    PathBuf::from(kernel)
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn repeat_to(s: &str, len: usize) -> Vec<u8> {
     s.as_bytes().iter().copied().cycle().take(len).collect()
@@ -149,17 +72,7 @@ fn debian_kernel_uses_rvmm_vhost_blk_on_qcow2() {
             .spawn()
             .expect("start rvmm-vhost"),
     );
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "rvmm-vhost made no socket"
-        );
-        if let Some(st) = vhost.0.try_wait().unwrap() {
-            panic!("rvmm-vhost exited early: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_socket(&sock, &mut vhost);
     // A second backend on the same image is refused (image locking).
     let second = Command::new(env!("CARGO_BIN_EXE_rvmm-vhost"))
         .args(["blk", "--socket"])
@@ -172,27 +85,7 @@ fn debian_kernel_uses_rvmm_vhost_blk_on_qcow2() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("in use"));
 
     let serial = s.path("serial.log");
-    let mut qemu = Proc(
-        Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "512M", "-smp", "1"])
-            .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
-            .args(["-numa", "node,memdev=mem"])
-            .arg("-kernel")
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(s.path("initrd.gz"))
-            .args(["-append", "console=ttyS0 quiet panic=-1"])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .arg("-chardev")
-            .arg(format!("socket,id=c,path={}", sock.display()))
-            .args(["-device", "vhost-user-blk-pci,chardev=c"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start qemu-system-x86_64"),
-    );
+    let mut qemu = qemu_vhost_blk(&kernel, &s.path("initrd.gz"), &sock, &serial);
     let st = qemu.wait_timeout(Duration::from_secs(120));
     let log = std::fs::read_to_string(&serial).unwrap_or_default();
     assert!(
