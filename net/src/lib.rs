@@ -11,7 +11,7 @@ mod mac;
 mod tap;
 
 pub use bridge::{bridge_mtu, BridgePort};
-pub use config::{NetBackendConfig, NetConfig};
+pub use config::{NetBackendConfig, NetConfig, MAX_QUEUE_PAIRS};
 pub use error::NetError;
 pub use mac::MacAddr;
 pub use tap::{Offloads, Tap, TapQueue, VNET_HDR_LEN};

@@ -20,6 +20,10 @@ pub const VNET_HDR_LEN: usize = 12;
 
 /// `TUNGETIFF`: read back the name and flags of the tap behind an fd.
 const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+/// `TUNSETQUEUE`: attach or detach one queue of a multi-queue tap.
+const TUNSETQUEUE: libc::c_ulong = 0x4004_54d9;
+const IFF_ATTACH_QUEUE: libc::c_short = 0x0200;
+const IFF_DETACH_QUEUE: libc::c_short = 0x0400;
 
 /// Which offloads the tap may use when handing frames to us (i.e. what the guest can receive).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,6 +112,25 @@ impl TapQueue {
             libc::TUNSETOFFLOAD as libc::c_ulong,
             offloads.tun_flags().into(),
         )
+    }
+
+    /// Attach (`true`) or detach this queue from a multi-queue tap (TUNSETQUEUE), so the kernel
+    /// stops steering frames to queue pairs the guest does not use.
+    pub fn set_enabled(&self, enabled: bool) -> io::Result<()> {
+        if !self.is_tap {
+            return Ok(());
+        }
+        let mut ifr = ifreq::ifreq_for("x").map_err(io::Error::other)?;
+        ifr.ifr_ifru.ifru_flags = if enabled {
+            IFF_ATTACH_QUEUE
+        } else {
+            IFF_DETACH_QUEUE
+        };
+        match ifreq::ioctl_ifreq(self.fd.as_raw_fd(), TUNSETQUEUE, &mut ifr) {
+            // Single-queue taps refuse the request; they have nothing to steer.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && enabled => Ok(()),
+            other => other,
+        }
     }
 
     fn set_vnet_hdr_len(&self, len: usize) -> io::Result<()> {
@@ -303,6 +326,15 @@ impl Tap {
     /// Interface name chosen by the kernel (or given).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The tap's MTU (copied from the bridge for bridge ports).
+    pub fn mtu(&self) -> Result<u32> {
+        let ctl = CtlSocket::new().map_err(|source| NetError::Tap {
+            name: self.name.clone(),
+            source,
+        })?;
+        ctl.mtu(&self.name)
     }
 
     /// The bridge this tap was attached to by [`Tap::create_on_bridge`].

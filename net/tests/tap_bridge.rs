@@ -140,6 +140,11 @@ fn multi_queue_tap_has_one_fd_per_queue() {
         assert!(fds[0] != fds[1] && fds[1] != fds[2]);
         let link = sh(&format!("ip -d -o link show dev {}", tap.name()));
         assert!(link.contains("multi_queue numqueues 3"), "{link}");
+        assert_eq!(tap.mtu().unwrap(), 9000);
+        tap.queues()[2].set_enabled(false).unwrap();
+        let link = sh(&format!("ip -d -o link show dev {}", tap.name()));
+        assert!(link.contains("numqueues 2 numdisabled 1"), "{link}");
+        tap.queues()[2].set_enabled(true).unwrap();
     });
 }
 

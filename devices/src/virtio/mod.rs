@@ -10,6 +10,7 @@
 //!   interrupt line.
 
 pub mod block;
+pub mod net;
 pub mod pci;
 pub mod scsi;
 
