@@ -266,3 +266,30 @@ fn serial_input_raises_receive_interrupts() {
     );
     assert_eq!(out.field_u64("echo: ", "gsi"), Some(4), "{}", out.report());
 }
+
+#[test]
+fn hostile_guest_survives() {
+    let out = qemu()
+        .kernel(guest("hostile"))
+        .cmdline("hostile.narrow_serial")
+        .run();
+    out.assert_pass();
+    assert!(
+        out.lines().any(|l| l.starts_with("hostile: survived")),
+        "{}",
+        out.report()
+    );
+}
+
+#[test]
+fn triple_fault_resets() {
+    let out = qemu().kernel(guest("triplefault")).run();
+    assert_eq!(out.status, Some(0), "{}", out.report());
+    assert_eq!(
+        out.lines().filter(|l| *l == "triplefault: boot").count(),
+        1,
+        "{}",
+        out.report()
+    );
+    assert!(!out.serial.contains("FAIL"), "{}", out.report());
+}
