@@ -293,3 +293,14 @@ fn triple_fault_resets() {
     );
     assert!(!out.serial.contains("FAIL"), "{}", out.report());
 }
+
+#[test]
+fn rtc_reads_a_plausible_time() {
+    let out = qemu().kernel(guest("rtc")).run();
+    out.assert_pass();
+    let year: u32 = out
+        .field("rtc: ", "time")
+        .and_then(|t| t.get(..4)?.parse().ok())
+        .unwrap_or(0);
+    assert!(year >= 2024, "{}", out.report());
+}
