@@ -77,6 +77,8 @@ echo "TYPE=$(cat /sys/block/sr0/device/type)"
 echo "REMOVABLE=$(cat /sys/block/sr0/removable)"
 echo "VENDOR=$(cat /sys/block/sr0/device/vendor)"
 echo "SECTORS=$(cat /sys/block/sr0/size)"
+# The kernel's view of MODE SENSE page 0x2A (capabilities and mechanical status).
+tr '\t' ' ' < /proc/sys/dev/cdrom/info | tr -s ' ' | sed 's/^/CDINFO /' 
 echo "LABEL-DEV=$(findfs LABEL=RVMM_CD_TEST)"
 echo "PVD-ID=$(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=1 count=5 2>/dev/null)"
 echo "PVD-LABEL=$(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=40 count=12 2>/dev/null)"
@@ -196,6 +198,11 @@ fn debian_kernel_mounts_the_iso_from_rvmm_vhost_scsi() {
         "VENDOR=RVMM".to_string(),
         format!("SECTORS={iso_sectors}"),
         "LABEL-DEV=/dev/sr0".to_string(),
+        "CDINFO drive speed: 24".to_string(),
+        "CDINFO Can read DVD: 1".to_string(),
+        "CDINFO Can lock tray: 1".to_string(),
+        "CDINFO Can open tray: 1".to_string(),
+        "CDINFO Can write CD-R: 0".to_string(),
         "PVD-ID=CD001".to_string(),
         format!("PVD-LABEL={LABEL}"),
         "WRITE-REFUSED".to_string(),
