@@ -8,7 +8,7 @@ SUDO=""
 need_pkgs=(gcc make binutils iproute2 bridge-utils tcpdump busybox-static xorriso isolinux
   syslinux-common grub-pc-bin grub-common mtools cpio python3 python3-pip)
 # vnc: console fonts (VGA text-mode font source) and real VNC clients for the screen tests.
-need_pkgs+=(console-setup-linux locales xvfb tigervnc-viewer novnc chromium)
+need_pkgs+=(console-setup-linux locales x11proto-dev xvfb tigervnc-viewer novnc chromium)
 # blk: e2fsck/debugfs check guest-made file systems; assets.sh unpacks kernels and modules.
 need_pkgs+=(e2fsprogs file xz-utils zstd dpkg)
 missing=()

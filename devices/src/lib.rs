@@ -13,6 +13,7 @@ pub mod bus;
 pub mod cmos;
 pub mod debug_port;
 pub mod i8042;
+pub mod input;
 pub mod irq;
 pub mod pci;
 pub mod scsi;
