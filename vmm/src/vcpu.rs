@@ -173,6 +173,25 @@ pub fn dump_registers(fd: &VcpuFd) -> String {
     s
 }
 
+/// Describe a KVM_EXIT_INTERNAL_ERROR from the suberror KVM reports.
+fn internal_error(fd: &mut VcpuFd) -> String {
+    let run = fd.get_kvm_run();
+    // SAFETY: after KVM_EXIT_INTERNAL_ERROR the `internal` member of the exit union is the
+    // one KVM filled in.
+    let (sub, n, data) = unsafe {
+        let i = &run.__bindgen_anon_1.internal;
+        (i.suberror, i.ndata, i.data)
+    };
+    let what = match sub {
+        kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => "instruction emulation failed",
+        kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => "exception while delivering an exception",
+        kvm_bindings::KVM_INTERNAL_ERROR_DELIVERY_EV => "event delivery failed",
+        _ => "unknown suberror",
+    };
+    let n = (n as usize).min(data.len());
+    format!("KVM internal error {sub} ({what}), data {:x?}", &data[..n])
+}
+
 /// Rate-limits "unhandled access" logs so a probing guest cannot flood stderr.
 #[derive(Default)]
 struct Unhandled {
@@ -250,7 +269,8 @@ pub fn run(
                 return;
             }
             VcpuExit::InternalError => {
-                fatal(&fd, "KVM internal error (emulation failure?)".into());
+                let why = internal_error(&mut fd);
+                fatal(&fd, why);
                 return;
             }
             VcpuExit::FailEntry(reason, cpu) => {
