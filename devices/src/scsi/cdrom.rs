@@ -89,6 +89,13 @@ impl CdRom {
         self.locked
     }
 
+    /// Bus/device reset: the tray lock and pending unit attention are cleared (the medium
+    /// stays as it is).
+    pub fn reset(&mut self) {
+        self.locked = false;
+        self.unit_attention = None;
+    }
+
     /// Run one command: `cdb` as sent, `data_in_len` the room in the initiator's buffer.
     pub fn execute(&mut self, cdb: &[u8], data_in_len: usize) -> ScsiResult {
         let Some(&opcode) = cdb.first() else {

@@ -244,6 +244,15 @@ impl ScsiHost {
         }
     }
 
+    /// Device reset: header sizes back to their defaults, pending events dropped, tray unlocked.
+    pub fn reset(&mut self) {
+        self.cdb_size = DEFAULT_CDB_SIZE;
+        self.sense_size = DEFAULT_SENSE_SIZE;
+        self.pending_events.clear();
+        self.events_missed = false;
+        self.cdrom.reset();
+    }
+
     /// Queue an event (e.g. [`T_TRANSPORT_RESET`]) for the next event-queue buffer.
     pub fn push_event(&mut self, event: u32, reason: u32) {
         if self.pending_events.len() >= MAX_PENDING_EVENTS {
@@ -433,6 +442,8 @@ pub struct VirtioScsi {
     host: Arc<Mutex<ScsiHost>>,
     acked: u64,
     worker: Option<(EventFd, JoinHandle<()>)>,
+    /// Wakes the worker to deliver events raised by the host side.
+    wake: Option<EventFd>,
 }
 
 impl VirtioScsi {
@@ -442,12 +453,26 @@ impl VirtioScsi {
             host: Arc::new(Mutex::new(ScsiHost::new(cdrom))),
             acked: 0,
             worker: None,
+            wake: None,
         }
     }
 
-    /// The shared queue handler (to raise events or inspect the drive).
+    /// The shared queue handler (to inspect the drive).
     pub fn host(&self) -> Arc<Mutex<ScsiHost>> {
         self.host.clone()
+    }
+
+    /// Queue an event for the driver and deliver it as soon as an event buffer is posted.
+    pub fn raise_event(&self, event: u32, reason: u32) {
+        match self.host.lock() {
+            Ok(mut h) => h.push_event(event, reason),
+            Err(_) => return,
+        }
+        if let Some(w) = &self.wake {
+            if let Err(e) = w.write(1) {
+                warn!("virtio-scsi: cannot wake the worker for an event: {e}");
+            }
+        }
     }
 
     fn stop_worker(&mut self) {
@@ -539,13 +564,16 @@ impl VirtioDevice for VirtioScsi {
             ));
         }
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let wake = EventFd::new(libc::EFD_NONBLOCK)?;
         let worker = Worker {
             mem,
             interrupt,
             queues: slots,
             host: self.host.clone(),
             stop: stop.try_clone()?,
+            wake: wake.try_clone()?,
         };
+        self.wake = Some(wake);
         let handle = std::thread::Builder::new()
             .name("virtio-scsi".into())
             .spawn(move || worker.run())?;
@@ -555,7 +583,11 @@ impl VirtioDevice for VirtioScsi {
 
     fn reset(&mut self) -> bool {
         self.stop_worker();
+        self.wake = None;
         self.acked = 0;
+        if let Ok(mut h) = self.host.lock() {
+            h.reset();
+        }
         true
     }
 }
@@ -567,9 +599,11 @@ struct Worker {
     queues: [Option<ActiveQueue>; 3],
     host: Arc<Mutex<ScsiHost>>,
     stop: EventFd,
+    wake: EventFd,
 }
 
 const TOKEN_STOP: u64 = 100;
+const TOKEN_WAKE: u64 = 101;
 
 impl Worker {
     fn register(&self, epoll: &Epoll) -> io::Result<()> {
@@ -581,6 +615,7 @@ impl Worker {
             )
         };
         add(self.stop.as_raw_fd(), TOKEN_STOP)?;
+        add(self.wake.as_raw_fd(), TOKEN_WAKE)?;
         for q in self.queues.iter().flatten() {
             add(q.kick.as_raw_fd(), u64::from(q.index))?;
         }
@@ -607,20 +642,27 @@ impl Worker {
             };
             for ev in &events[..n] {
                 let token = ev.data();
-                if token == TOKEN_STOP {
-                    return;
+                match token {
+                    TOKEN_STOP => return,
+                    TOKEN_WAKE => {
+                        let _ = self.wake.read();
+                        self.serve(usize::from(EVENT_QUEUE), false);
+                    }
+                    t => self.serve(t as usize, true),
                 }
-                self.serve(token as usize);
             }
         }
     }
 
-    fn serve(&mut self, index: usize) {
+    /// Serve queue `index`; `kicked` when its kick eventfd fired (and must be drained).
+    fn serve(&mut self, index: usize, kicked: bool) {
         let Some(Some(q)) = self.queues.get_mut(index) else {
             return;
         };
-        // The eventfd is a counter of notifications: drain it before serving.
-        let _ = q.kick.read();
+        if kicked {
+            // The eventfd counts notifications: drain it before serving.
+            let _ = q.kick.read();
+        }
         let mem = self.mem.memory();
         let Ok(mut host) = self.host.lock() else {
             error!("virtio-scsi: host state poisoned");

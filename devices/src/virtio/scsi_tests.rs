@@ -494,3 +494,50 @@ fn hostile_chains_never_panic_or_overflow_buffers() {
         }
     }
 }
+
+#[test]
+fn raised_events_reach_the_driver_and_reset_restores_defaults() {
+    let mem = memory();
+    let mut dev = VirtioScsi::new(cdrom(4));
+    dev.ack_features(dev.features());
+    dev.write_config(24, &16u32.to_le_bytes());
+    let irq = Arc::new(Irq::default());
+    let mut d = Driver::new(&mem, 0x1000);
+    d.add(&[(DATA, 16, true)]);
+    let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let req_kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let rq = Driver::new(&mem, 0x8000);
+    let queues = vec![
+        ActiveQueue {
+            index: EVENT_QUEUE,
+            queue: d.queue(),
+            kick: kick.try_clone().unwrap(),
+        },
+        ActiveQueue {
+            index: REQUEST_QUEUE,
+            queue: rq.queue(),
+            kick: req_kick,
+        },
+    ];
+    dev.activate(GuestMemoryAtomic::new(mem.clone()), irq.clone(), queues)
+        .unwrap();
+    // The buffer is posted before any event: the device keeps it.
+    kick.write(1).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(d.used().is_empty());
+    dev.raise_event(T_TRANSPORT_RESET, 0);
+    let fired = irq.fired.lock().unwrap();
+    let (fired, _) = irq
+        .cv
+        .wait_timeout_while(fired, Duration::from_secs(10), |f| f.is_empty())
+        .unwrap();
+    assert_eq!(*fired, [VirtioInterruptType::Queue(EVENT_QUEUE)]);
+    drop(fired);
+    assert_eq!(d.used(), [(0, 16)]);
+    let ev: u32 = mem.read_obj(GuestAddress(DATA)).unwrap();
+    assert_eq!(ev, T_TRANSPORT_RESET);
+    assert!(dev.reset());
+    let mut cfg = [0u8; 4];
+    dev.read_config(24, &mut cfg);
+    assert_eq!(u32::from_le_bytes(cfg), DEFAULT_CDB_SIZE);
+}
