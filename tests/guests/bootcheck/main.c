@@ -83,7 +83,7 @@ static void check_setup_header(u64 bp)
 	check(bp8(bp, BP_LOADFLAGS) & 1, "LOADED_HIGH cleared in loadflags");
 	check(bp32(bp, BP_INITRD_ADDR_MAX) == 0x37ffffff, "initrd_addr_max changed to %#x", bp32(bp, BP_INITRD_ADDR_MAX));
 	check(range_in_ram(bp, 4096), "boot_params page %#lx is not in e820 RAM", bp);
-	check(!overlaps(bp, 4096, (u64)__image_start, (u64)(__bss_end - __image_start)),
+	check(!overlaps(bp, 4096, (u64)__image_start, (u64)(__image_end - __image_start)),
 	      "boot_params %#lx overlaps the kernel image", bp);
 }
 
@@ -114,10 +114,22 @@ static void check_e820(void)
 		check(!overlaps(e->addr, e->size, 0xc0000000UL, 0x40000000UL),
 		      "e820 RAM %#lx+%#lx overlaps the 3-4 GiB PCI hole", e->addr, e->size);
 	}
+	/* RAM above 4 GiB must really be there: write and read back its first and last words. */
+	for (int i = 0; i < b->nr_e820; i++) {
+		struct e820_entry *e = &b->e820[i];
+		if (e->type != E820_RAM || e->addr < 0x100000000UL || e->addr + e->size > (64UL << 30))
+			continue;
+		u64 first = e->addr, last = e->addr + e->size - 8;
+		mmio_write64(first, 0x5a5a0000UL ^ first);
+		mmio_write64(last, 0xa5a50000UL ^ last);
+		int ok = mmio_read64(first) == (0x5a5a0000UL ^ first) && mmio_read64(last) == (0xa5a50000UL ^ last);
+		check(ok, "RAM above 4 GiB at %#lx-%#lx does not hold data", first, last);
+		printf("e820: high_ram_probe=%#lx ok=%d\n", first, ok);
+	}
 	check(b->nr_e820 > 0 && b->e820[0].addr == 0 && b->e820[0].type == E820_RAM,
 	      "memory map does not start with RAM at 0");
-	check(range_in_ram((u64)__image_start, (u64)(__bss_end - __image_start)),
-	      "kernel image %#lx-%#lx is not in e820 RAM", (u64)__image_start, (u64)__bss_end);
+	check(range_in_ram((u64)__image_start, (u64)(__image_end - __image_start)),
+	      "kernel image %#lx-%#lx is not in e820 RAM", (u64)__image_start, (u64)__image_end);
 	printf("e820: entries=%d ram=%#lx ram_below_4g=%#lx top=%#lx\n", b->nr_e820, ram, ram_below_4g, top);
 }
 
@@ -129,7 +141,7 @@ static void check_cmdline(void)
 	if (!b->cmdline_addr)
 		return;
 	size_t len = strlen(b->cmdline);
-	check(!overlaps(b->cmdline_addr, len + 1, (u64)__image_start, (u64)(__bss_end - __image_start)),
+	check(!overlaps(b->cmdline_addr, len + 1, (u64)__image_start, (u64)(__image_end - __image_start)),
 	      "command line %#lx overlaps the kernel image", b->cmdline_addr);
 	check(range_in_ram(b->cmdline_addr, len + 1), "command line %#lx is not in e820 RAM", b->cmdline_addr);
 	if (b->bzimage)
@@ -147,7 +159,7 @@ static void check_initrd(void)
 		return;
 	check(range_in_ram(b->initrd_addr, b->initrd_size), "initrd %#lx+%#lx is not in e820 RAM",
 	      b->initrd_addr, b->initrd_size);
-	check(!overlaps(b->initrd_addr, b->initrd_size, (u64)__image_start, (u64)(__bss_end - __image_start)),
+	check(!overlaps(b->initrd_addr, b->initrd_size, (u64)__image_start, (u64)(__image_end - __image_start)),
 	      "initrd overlaps the kernel image");
 	if (b->kind != BOOT_PVH) {
 		check(!(b->initrd_addr & 0xfff), "initrd at %#lx is not page aligned", b->initrd_addr);

@@ -65,9 +65,25 @@ static void pic_init(void)
 	outb(0xa1, 0xff);
 }
 
+/* Identity-map 4-64 GiB (uncached 2 MiB pages) so 64-bit BARs and RAM above 4 GiB are reachable.
+ * Runs in ring 3, natively: 30720 entries would be slow in interpreted kernel mode. The entries
+ * were not present before, so no TLB flush is needed. */
+static void map_high(void)
+{
+	extern u64 pdpt[512];
+	extern u64 high_page_dirs[60][512];
+	for (u64 i = 0; i < 60; i++) {
+		for (u64 j = 0; j < 512; j++)
+			high_page_dirs[i][j] = (((4 + i) << 30) | (j << 21)) | 0x9f;
+		barrier();
+		pdpt[4 + i] = (u64)high_page_dirs[i] | 0x7;
+	}
+}
+
 static void user_start(u64 arg)
 {
 	(void)arg;
+	map_high();
 	boot_info_parse();
 	boot_marker(0x01);
 	debug_exit((u8)guest_main());

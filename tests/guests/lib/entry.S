@@ -346,7 +346,7 @@ gdt_ptr:
 /* Identity map of the first 4 GiB with 2 MiB pages, user-accessible (so ring 3 can do port,
  * MMIO and table access); 3-4 GiB (PCI, IOAPIC, LAPIC) uncached. */
 	.balign 4096
-	.globl pml4
+	.globl pml4, pdpt
 pml4:
 	.quad pdpt + 0x7
 	.fill 511, 8, 0
@@ -375,5 +375,11 @@ user_stack:
 user_stack_top:
 ap_stacks:
 	.fill 4096 * MAX_APS, 1, 0
+
+	.section .high_tables, "aw", @nobits
+	.balign 4096
+	.globl high_page_dirs
+high_page_dirs:
+	.fill 60 * 4096, 1, 0
 
 	.section .note.GNU-stack, "", @progbits
