@@ -172,7 +172,12 @@ fn memory_above_4g_skips_the_pci_hole() {
     let (out, _) = boot(Format::BzImage, "4G", 4096);
     out.assert_pass();
     assert_contract_memory(&out, 4 * GIB);
-    assert_eq!(out.field_u64("e820: high_ram_probe", "ok"), Some(1), "{}", out.report());
+    assert_eq!(
+        out.field_u64("e820: high_ram_probe", "ok"),
+        Some(1),
+        "{}",
+        out.report()
+    );
 }
 
 #[test]
