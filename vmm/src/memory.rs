@@ -10,13 +10,15 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegion
 
 use devices::GuestMemoryMmap;
 
-/// Map `size` bytes of anonymous memory: private, MAP_NORESERVE (host RAM is only used as the
-/// guest touches it), optionally huge pages.
+/// Map `size` bytes of anonymous memory: private and MAP_NORESERVE (host RAM is only used as
+/// the guest touches it) — or, with huge pages, reserved up front, so that a shortage of huge
+/// pages fails here instead of as a SIGBUS when the guest touches memory.
 pub fn map_anonymous(size: usize, hugepages: bool) -> Result<MmapRegion<()>> {
-    let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-    if hugepages {
-        flags |= libc::MAP_HUGETLB;
-    }
+    let flags = if hugepages {
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB
+    } else {
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE
+    };
     vm_memory::mmap::MmapRegionBuilder::new(size)
         .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
         .with_mmap_flags(flags)
