@@ -11,6 +11,8 @@ need_pkgs=(gcc make binutils iproute2 bridge-utils tcpdump busybox-static xorris
 need_pkgs+=(console-setup-linux locales x11proto-dev xvfb tigervnc-viewer novnc chromium)
 # blk: e2fsck/debugfs check guest-made file systems; assets.sh unpacks kernels and modules.
 need_pkgs+=(e2fsprogs file xz-utils zstd dpkg)
+# iso: udev's cdrom_id is the oracle for how udev sees the CD-ROM (vhost_scsi test).
+need_pkgs+=(udev)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

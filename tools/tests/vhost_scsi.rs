@@ -1,7 +1,9 @@
 //! Real Linux against `rvmm-vhost scsi`: a Debian kernel under QEMU TCG
 //! (`vhost-user-scsi-pci`) finds the ISO as a SCSI CD-ROM (sr0), finds it by volume label,
 //! reads the primary volume descriptor at sector 16, mounts it and reads its files; the host
-//! compares against the files it put on the ISO (built here with xorriso).
+//! compares against the files it put on the ISO (built here with xorriso). udev's `cdrom_id`
+//! (copied from the host) reports what udev rules would see: a CD drive with a data medium,
+//! the condition for udev to run blkid on sr0 so installers find the label.
 //!
 //! Needs scripts/assets.sh (downloads the kernel once into the asset cache), xorriso and QEMU.
 
@@ -58,6 +60,36 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// udev's cdrom_id and the shared objects it needs (from `ldd`), to copy into the guest.
+fn cdrom_id_files() -> Vec<PathBuf> {
+    let bin = PathBuf::from("/lib/udev/cdrom_id");
+    assert!(
+        bin.exists(),
+        "{} missing: scripts/setup.sh installs udev",
+        bin.display()
+    );
+    let ldd = run_ok(Command::new("ldd").arg(&bin));
+    let mut files = vec![bin];
+    for line in ldd.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            files.push(PathBuf::from(p));
+        }
+    }
+    assert!(
+        files.iter().any(|f| f.ends_with("ld-linux-x86-64.so.2")),
+        "no dynamic loader in ldd output:\n{ldd}"
+    );
+    files
+}
+
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
@@ -82,6 +114,8 @@ tr '\t' ' ' < /proc/sys/dev/cdrom/info | tr -s ' ' | sed 's/^/CDINFO /'
 echo "LABEL-DEV=$(findfs LABEL=RVMM_CD_TEST)"
 echo "PVD-ID=$(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=1 count=5 2>/dev/null)"
 echo "PVD-LABEL=$(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=40 count=12 2>/dev/null)"
+# udev's own prober (from the host, run with the host's loader): what udev rules see.
+/files/ld-linux-x86-64.so.2 --library-path /files /files/cdrom_id /dev/sr0 | sed 's/^/UDEV /'
 dd if=/dev/zero of=/dev/sr0 bs=2048 count=1 2>/dev/null || echo "WRITE-REFUSED"
 mount -t iso9660 -o ro "$(findfs LABEL=RVMM_CD_TEST)" /mnt || echo "MOUNT-FAILED"
 echo "HELLO=$(cat /mnt/hello.txt)"
@@ -120,7 +154,8 @@ fn debian_kernel_mounts_the_iso_from_rvmm_vhost_scsi() {
         Command::new(repo().join("scripts/assets.sh"))
             .arg("initrd")
             .arg(s.path("initrd.gz"))
-            .arg(s.path("test.sh")),
+            .arg(s.path("test.sh"))
+            .args(cdrom_id_files()),
     );
     let kernel = out
         .lines()
@@ -203,6 +238,9 @@ fn debian_kernel_mounts_the_iso_from_rvmm_vhost_scsi() {
         "CDINFO Can lock tray: 1".to_string(),
         "CDINFO Can open tray: 1".to_string(),
         "CDINFO Can write CD-R: 0".to_string(),
+        "UDEV ID_CDROM=1".to_string(),
+        "UDEV ID_CDROM_MEDIA=1".to_string(),
+        "UDEV ID_CDROM_MEDIA_TRACK_COUNT_DATA=1".to_string(),
         "PVD-ID=CD001".to_string(),
         format!("PVD-LABEL={LABEL}"),
         "WRITE-REFUSED".to_string(),
