@@ -125,7 +125,10 @@ fn centos(with_isolinux: bool) -> (Tree, std::path::PathBuf) {
     );
     let mut args = vec!["-R", "-J", "-V", "CentOS 7 x86_64"];
     if with_isolinux {
+        // Hybrid like the real ones: an MBR in front so the image also boots from USB.
         args.extend([
+            "-isohybrid-mbr",
+            "/usr/lib/ISOLINUX/isohdpfx.bin",
             "-b",
             "isolinux/isolinux.bin",
             "-c",
@@ -150,6 +153,12 @@ fn choice(entry: Option<&str>, append: Option<&str>) -> BootChoice {
 #[test]
 fn centos7_isolinux_picks_install_over_media_check_default() {
     let (_t, path) = centos(true);
+    let head = std::fs::read(&path).unwrap();
+    assert_eq!(
+        &head[510..512],
+        &[0x55, 0xAA],
+        "an isohybrid image with an MBR"
+    );
     let iso = Iso::open(&path).unwrap();
     let b = discover_boot(&iso, &BootChoice::default()).unwrap();
     assert_eq!(b.source, BootSource::Isolinux);
@@ -301,6 +310,8 @@ fn debian_netinst() -> (Tree, std::path::PathBuf) {
         "-J",
         "-V",
         "Debian 12.8.0 amd64 n",
+        "-isohybrid-mbr",
+        "/usr/lib/ISOLINUX/isohdpfx.bin",
         "-b",
         "isolinux/isolinux.bin",
         "-c",
