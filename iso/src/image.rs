@@ -25,6 +25,8 @@ const MAX_DEPTH: usize = 64;
 const MAX_EXTENTS: usize = 1024;
 /// Entries visited by [`Iso::walk`].
 const MAX_WALK_ENTRIES: usize = 1_000_000;
+/// Directory bytes read by one [`Iso::walk`] (hostile trees of many huge directories).
+const MAX_WALK_BYTES: u64 = 512 * 1024 * 1024;
 
 /// One contiguous run of a file's data on the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +94,13 @@ impl std::fmt::Debug for Iso {
             .field("names", &self.names)
             .finish_non_exhaustive()
     }
+}
+
+/// What one [`Iso::walk`] has used of its limits.
+struct WalkBudget {
+    seen: HashSet<u32>,
+    entries: usize,
+    bytes: u64,
 }
 
 /// A directory record as stored, before name selection.
@@ -202,9 +211,13 @@ impl Iso {
                 }
                 2 if joliet.is_none() && d[88] == b'%' && d[89] == b'/' => {
                     if matches!(d[90], b'@' | b'C' | b'E') {
-                        let id = ucs2(&d[40..72]).trim_end().to_string();
-                        let root = self.root_record(&d, "Joliet")?;
-                        joliet = Some((id, root));
+                        // A broken Joliet tree is not fatal: the primary tree still works.
+                        match self.root_record(&d, "Joliet") {
+                            Ok(root) => {
+                                joliet = Some((ucs2(&d[40..72]).trim_end().to_string(), root))
+                            }
+                            Err(e) => log::warn!("{}: ignoring the Joliet tree: {e}", self.name),
+                        }
                     }
                 }
                 255 => {
@@ -587,12 +600,15 @@ impl Iso {
     /// Visit every entry of the tree depth-first with its full path. A directory reached twice
     /// (a loop, or hard-linked directories) is an error, as are trees deeper than 64 levels.
     pub fn walk(&self, mut visit: impl FnMut(&str, &DirEntry)) -> Result<()> {
-        let mut seen = HashSet::new();
-        let mut count = 0usize;
+        let mut budget = WalkBudget {
+            seen: HashSet::new(),
+            entries: 0,
+            bytes: 0,
+        };
         if let Some(e) = self.root.extents.first() {
-            seen.insert(e.lba);
+            budget.seen.insert(e.lba);
         }
-        self.walk_dir(&self.root, "", 0, &mut seen, &mut count, &mut visit)
+        self.walk_dir(&self.root, "", 0, &mut budget, &mut visit)
     }
 
     fn walk_dir(
@@ -600,8 +616,7 @@ impl Iso {
         dir: &DirEntry,
         prefix: &str,
         depth: usize,
-        seen: &mut HashSet<u32>,
-        count: &mut usize,
+        budget: &mut WalkBudget,
         visit: &mut impl FnMut(&str, &DirEntry),
     ) -> Result<()> {
         if depth > MAX_DEPTH {
@@ -609,21 +624,27 @@ impl Iso {
                 "directory tree deeper than {MAX_DEPTH} at {prefix}"
             )));
         }
+        budget.bytes += dir.size();
+        if budget.bytes > MAX_WALK_BYTES {
+            return Err(self.corrupt(format!(
+                "directories total more than {MAX_WALK_BYTES} bytes (at {prefix})"
+            )));
+        }
         for e in self.read_dir(dir)? {
-            *count += 1;
-            if *count > MAX_WALK_ENTRIES {
+            budget.entries += 1;
+            if budget.entries > MAX_WALK_ENTRIES {
                 return Err(self.corrupt(format!("more than {MAX_WALK_ENTRIES} entries")));
             }
             let path = format!("{prefix}/{}", e.name);
             visit(&path, &e);
             if e.is_dir {
                 let lba = e.extents.first().map_or(0, |x| x.lba);
-                if !seen.insert(lba) {
+                if !budget.seen.insert(lba) {
                     return Err(self.corrupt(format!(
                         "directory loop: {path} points at block {lba}, already visited"
                     )));
                 }
-                self.walk_dir(&e, &path, depth + 1, seen, count, visit)?;
+                self.walk_dir(&e, &path, depth + 1, budget, visit)?;
             }
         }
         Ok(())

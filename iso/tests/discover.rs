@@ -543,3 +543,25 @@ fn isolinux_config_found_next_to_the_el_torito_boot_image() {
     assert_eq!(b.initrds[0].path, "/boot/x86_64/loader/initrd");
     assert_eq!(b.cmdline, "initrd=initrd splash=silent showopts");
 }
+
+#[test]
+fn include_bombs_stop_at_the_include_budget() {
+    // Wide, shallow include trees: 20 x 20 x 20 parses without a budget (and 1000^15 for a
+    // 1 MiB config), within the depth limit; an error at once with it.
+    let t = Tree::new();
+    t.file("isolinux/isolinux.cfg", "include b.cfg\n".repeat(20));
+    t.file("isolinux/b.cfg", "include c.cfg\n".repeat(20));
+    t.file("isolinux/c.cfg", "include d.cfg\n".repeat(20));
+    t.file("isolinux/d.cfg", "label x\n kernel vmlinuz\n");
+    let iso = Iso::open(t.mkisofs(&["-R"])).unwrap();
+    let err = discover_boot(&iso, &BootChoice::default()).unwrap_err();
+    assert!(err.to_string().contains("included files"), "{err}");
+
+    let g = Tree::new();
+    g.file("boot/grub/grub.cfg", "source /boot/grub/b.cfg\n".repeat(20));
+    g.file("boot/grub/b.cfg", "source /boot/grub/c.cfg\n".repeat(20));
+    g.file("boot/grub/c.cfg", "menuentry 'x' {\n linux /vmlinuz\n}\n");
+    let iso = Iso::open(g.mkisofs(&["-R"])).unwrap();
+    let err = discover_boot(&iso, &BootChoice::default()).unwrap_err();
+    assert!(err.to_string().contains("more than 256 files"), "{err}");
+}

@@ -349,3 +349,17 @@ fn rock_ridge_symlinks_are_ignored_safely() {
     assert!(iso.lookup("/rootlink/README.md").is_err());
     iso.walk(|_, _| {}).unwrap();
 }
+
+#[test]
+fn a_broken_joliet_tree_falls_back_to_the_primary_one() {
+    let t = sample_tree();
+    let mut bytes = std::fs::read(t.mkisofs(&["--norock", "-J", "-V", "J"])).unwrap();
+    let svd = (16..32)
+        .map(|b| b * 2048)
+        .find(|&o| bytes[o] == 2 && &bytes[o + 1..o + 6] == b"CD001")
+        .expect("a supplementary volume descriptor");
+    patch_extent(&mut bytes, svd + 156, 0xFFFF_0000, 2048);
+    let iso = from_bytes(bytes).unwrap();
+    assert_eq!(iso.name_source(), NameSource::Iso9660);
+    assert_eq!(iso.read_path("/README.MD", 100).unwrap(), b"hello iso\n");
+}

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{read_config, resolve, Menu, MenuEntry, MAX_ENTRIES, MAX_INCLUDE_DEPTH};
+use super::{read_config, resolve, Menu, MenuEntry, MAX_ENTRIES, MAX_INCLUDES, MAX_INCLUDE_DEPTH};
 use crate::error::Result;
 use crate::image::Iso;
 
@@ -49,6 +49,8 @@ struct State {
     default: Option<String>,
     /// A block whose `{` is on the next line.
     pending: Option<Block>,
+    /// Files sourced so far.
+    includes: usize,
 }
 
 struct TopItem {
@@ -340,9 +342,11 @@ fn parse_into(iso: &Iso, st: &mut State, path: &str, text: &str, depth: usize) -
             "source" | "configfile" => {
                 if let Some(file) = words(&expand(line, &st.vars)).get(1) {
                     let file = resolve("/", strip_device(file));
-                    if depth >= MAX_INCLUDE_DEPTH {
+                    st.includes += 1;
+                    if depth >= MAX_INCLUDE_DEPTH || st.includes > MAX_INCLUDES {
                         return Err(iso.corrupt(format!(
-                            "{path}: sources nested deeper than {MAX_INCLUDE_DEPTH} (loop?)"
+                            "{path}: sources nested deeper than {MAX_INCLUDE_DEPTH} or more than \
+                             {MAX_INCLUDES} files (loop?)"
                         )));
                     }
                     if file != path {

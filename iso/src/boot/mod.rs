@@ -12,6 +12,8 @@ use crate::image::{DirEntry, Iso};
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// Nesting of `include`/`source` followed.
 const MAX_INCLUDE_DEPTH: usize = 16;
+/// Configuration files read (all includes together) for one menu: bounds include bombs.
+const MAX_INCLUDES: usize = 256;
 /// Menu entries accepted from one configuration.
 const MAX_ENTRIES: usize = 4096;
 

@@ -2,7 +2,9 @@
 //! `kernel`/`linux`, `append` (with `initrd=`), `initrd`, `include`/`menu include`,
 //! `menu begin`/`menu end` submenus and `text help … endtext` blocks.
 
-use super::{dir_of, read_config, resolve, Menu, MenuEntry, MAX_ENTRIES, MAX_INCLUDE_DEPTH};
+use super::{
+    dir_of, read_config, resolve, Menu, MenuEntry, MAX_ENTRIES, MAX_INCLUDES, MAX_INCLUDE_DEPTH,
+};
 use crate::error::Result;
 use crate::image::Iso;
 
@@ -31,6 +33,8 @@ struct State {
     global_append: Option<String>,
     submenu_depth: usize,
     in_text: bool,
+    /// Files included so far.
+    includes: usize,
     /// Directory relative paths resolve against (that of the top configuration file).
     cwd: String,
 }
@@ -240,6 +244,12 @@ fn include(iso: &Iso, st: &mut State, from: &str, file: &str, depth: usize) -> R
     if depth >= MAX_INCLUDE_DEPTH {
         return Err(iso.corrupt(format!(
             "{from}: includes nested deeper than {MAX_INCLUDE_DEPTH} (include loop?)"
+        )));
+    }
+    st.includes += 1;
+    if st.includes > MAX_INCLUDES {
+        return Err(iso.corrupt(format!(
+            "{from}: more than {MAX_INCLUDES} included files (include loop?)"
         )));
     }
     let path = resolve(&st.cwd, file);
