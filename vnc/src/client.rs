@@ -5,7 +5,7 @@
 //! pseudo-rectangles into a [`Frame`] of server pixels. It trusts nothing the server sends:
 //! every size is checked against the screen.
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 
 use flate2::{Decompress, FlushDecompress};
 
@@ -35,10 +35,16 @@ pub struct RfbClient<S> {
     tight: [Decompress; 4],
 }
 
-/// Counts bytes read, so callers can measure update sizes.
+/// Buffers reads and counts bytes, so callers can measure update sizes.
 struct Counted<S> {
-    inner: S,
+    inner: BufReader<S>,
     read: u64,
+}
+
+impl<S: Write> Counted<S> {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.inner.get_mut().write_all(b)
+    }
 }
 
 impl<S: Read> Read for Counted<S> {
@@ -68,13 +74,16 @@ fn u16_at(b: &[u8], i: usize) -> u16 {
 impl<S: Read + Write> RfbClient<S> {
     /// Handshake as an RFB 3.8 client with `password` for VNC authentication.
     pub fn connect(s: S, password: Option<&[u8]>, shared: bool) -> Result<Self> {
-        let mut s = Counted { inner: s, read: 0 };
+        let mut s = Counted {
+            inner: BufReader::with_capacity(64 * 1024, s),
+            read: 0,
+        };
         let mut v = [0u8; 12];
         s.read_exact(&mut v)?;
         if &v[..4] != b"RFB " {
             return proto_err("server did not send an RFB version");
         }
-        s.inner.write_all(b"RFB 003.008\n")?;
+        s.write_all(b"RFB 003.008\n")?;
         let mut n = [0u8; 1];
         s.read_exact(&mut n)?;
         if n[0] == 0 {
@@ -89,19 +98,18 @@ impl<S: Read + Write> RfbClient<S> {
         } else {
             return proto_err(format!("no usable security type in {types:?}"));
         };
-        s.inner.write_all(&[chosen])?;
+        s.write_all(&[chosen])?;
         if chosen == 2 {
             let mut ch = [0u8; 16];
             s.read_exact(&mut ch)?;
-            s.inner
-                .write_all(&vnc_response(password.unwrap_or_default(), &ch))?;
+            s.write_all(&vnc_response(password.unwrap_or_default(), &ch))?;
         }
         let mut res = [0u8; 4];
         s.read_exact(&mut res)?;
         if u32::from_be_bytes(res) != 0 {
             return Err(VncError::AuthFailed(read_string(&mut s)?));
         }
-        s.inner.write_all(&[u8::from(shared)])?;
+        s.write_all(&[u8::from(shared)])?;
         let mut init = [0u8; 20];
         s.read_exact(&mut init)?;
         let mut pfb = [0u8; 16];
@@ -125,7 +133,7 @@ impl<S: Read + Write> RfbClient<S> {
     pub fn set_pixel_format(&mut self, pf: PixelFormat) -> Result<()> {
         let mut m = vec![0u8, 0, 0, 0];
         m.extend_from_slice(&pf.to_bytes());
-        self.s.inner.write_all(&m)?;
+        self.s.write_all(&m)?;
         self.pf = pf;
         Ok(())
     }
@@ -137,7 +145,7 @@ impl<S: Read + Write> RfbClient<S> {
         for e in list {
             m.extend_from_slice(&e.to_be_bytes());
         }
-        self.s.inner.write_all(&m)?;
+        self.s.write_all(&m)?;
         Ok(())
     }
 
@@ -148,7 +156,7 @@ impl<S: Read + Write> RfbClient<S> {
         for v in [0, 0, w, h] {
             m.extend_from_slice(&v.to_be_bytes());
         }
-        self.s.inner.write_all(&m)?;
+        self.s.write_all(&m)?;
         Ok(())
     }
 
@@ -156,7 +164,7 @@ impl<S: Read + Write> RfbClient<S> {
     pub fn key(&mut self, down: bool, keysym: u32) -> Result<()> {
         let mut m = vec![4u8, u8::from(down), 0, 0];
         m.extend_from_slice(&keysym.to_be_bytes());
-        self.s.inner.write_all(&m)?;
+        self.s.write_all(&m)?;
         Ok(())
     }
 
@@ -166,7 +174,7 @@ impl<S: Read + Write> RfbClient<S> {
         m.extend_from_slice(&u16::from(down).to_be_bytes());
         m.extend_from_slice(&keysym.to_be_bytes());
         m.extend_from_slice(&keycode.to_be_bytes());
-        self.s.inner.write_all(&m)?;
+        self.s.write_all(&m)?;
         Ok(())
     }
 
@@ -175,13 +183,13 @@ impl<S: Read + Write> RfbClient<S> {
         let mut m = vec![5u8, buttons];
         m.extend_from_slice(&x.to_be_bytes());
         m.extend_from_slice(&y.to_be_bytes());
-        self.s.inner.write_all(&m)?;
+        self.s.write_all(&m)?;
         Ok(())
     }
 
     /// Send raw bytes (for protocol-violation tests).
     pub fn send_raw(&mut self, b: &[u8]) -> Result<()> {
-        self.s.inner.write_all(b)?;
+        self.s.write_all(b)?;
         Ok(())
     }
 

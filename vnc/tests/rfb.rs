@@ -213,7 +213,8 @@ fn every_encoding_and_format_decodes_to_the_screen() {
             c.request(true).unwrap();
             let info = c.read_update().unwrap();
             let area: usize = info.rects.iter().map(|(r, _)| r.area()).sum();
-            assert!(area > 0 && area <= 48 * 32, "{encoding}: {:?}", info.rects);
+            assert_eq!(info.rects, vec![(Rect::new(50, 40, 30, 20), encoding)]);
+            assert!(area > 0);
             assert_screen(
                 &c.screen.pixels,
                 &rig.expected(pf),
@@ -254,7 +255,7 @@ fn a_small_change_sends_one_tile() {
     c.request(true).unwrap();
     rig.paint(Rect::new(1, 1, 2, 2), 0x00ff00);
     let info = c.read_update().unwrap();
-    assert_eq!(info.rects, vec![(Rect::new(0, 0, 16, 16), enc::ZRLE)]);
+    assert_eq!(info.rects, vec![(Rect::new(1, 1, 2, 2), enc::ZRLE)]);
     assert_screen(
         &c.screen.pixels,
         &rig.expected(PixelFormat::XRGB8888),

@@ -45,7 +45,31 @@ pub fn changed_rects(old: &Frame, new: &Frame, region: Rect) -> Vec<Rect> {
         ty += th;
     }
     out.append(&mut open);
+    for r in &mut out {
+        *r = tighten(old, new, *r);
+    }
     out
+}
+
+/// Shrink `r` to the bounding box of the pixels that actually differ (tiles are coarse; a
+/// small change should cost a small rectangle).
+fn tighten(old: &Frame, new: &Frame, r: Rect) -> Rect {
+    let differs = |y: u16| old.row(r.x, y, r.w) != new.row(r.x, y, r.w);
+    let Some(top) = (r.y..r.y + r.h).find(|&y| differs(y)) else {
+        return r;
+    };
+    let bottom = (r.y..r.y + r.h).rev().find(|&y| differs(y)).unwrap_or(top);
+    let (mut left, mut right) = (r.x + r.w, r.x);
+    for y in top..=bottom {
+        let (o, n) = (old.row(r.x, y, r.w), new.row(r.x, y, r.w));
+        if let Some(i) = (0..o.len()).find(|&i| o[i] != n[i]) {
+            left = left.min(r.x + i as u16);
+        }
+        if let Some(i) = (0..o.len()).rev().find(|&i| o[i] != n[i]) {
+            right = right.max(r.x + i as u16);
+        }
+    }
+    Rect::new(left, top, right + 1 - left, bottom + 1 - top)
 }
 
 #[cfg(test)]
@@ -63,7 +87,7 @@ mod tests {
         new.pixels[40 * 100 + 99] = 1;
         let mut r = changed_rects(&old, &new, new.bounds());
         r.sort_by_key(|r| (r.y, r.x));
-        assert_eq!(r, vec![Rect::new(0, 0, 32, 16), Rect::new(96, 32, 4, 16)]);
+        assert_eq!(r, vec![Rect::new(3, 5, 18, 1), Rect::new(99, 40, 1, 1)]);
         // A vertical stripe merges into one tall rectangle.
         let mut new = old.clone();
         for y in 0..50 {
@@ -71,7 +95,7 @@ mod tests {
         }
         assert_eq!(
             changed_rects(&old, &new, new.bounds()),
-            vec![Rect::new(48, 0, 16, 50)]
+            vec![Rect::new(50, 0, 1, 50)]
         );
         // Changes outside the requested region are ignored.
         assert!(changed_rects(&old, &new, Rect::new(0, 0, 40, 50)).is_empty());
