@@ -15,6 +15,7 @@ pub mod encode;
 pub mod framebuffer;
 pub mod pixel;
 pub mod proto;
+pub mod screenshot;
 pub mod server;
 pub mod session;
 pub mod websocket;

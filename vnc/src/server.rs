@@ -92,6 +92,8 @@ pub(crate) struct Shared {
     pub limiter: AuthLimiter,
     pub next_id: AtomicU64,
     pub stop: AtomicBool,
+    /// Connections accepted but not yet through the handshake.
+    pub pending: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -153,6 +155,7 @@ impl VncServer {
             input,
             next_id: AtomicU64::new(1),
             stop: AtomicBool::new(false),
+            pending: std::sync::atomic::AtomicUsize::new(0),
         });
         let s = shared.clone();
         thread::Builder::new()
@@ -237,6 +240,11 @@ impl VncServer {
             self.shared.led_gen.fetch_add(1, Ordering::SeqCst);
             self.shared.wake_all();
         }
+    }
+
+    /// Write the current screen as a PNG.
+    pub fn screenshot(&self, path: &std::path::Path) -> Result<()> {
+        crate::screenshot::write_png(&self.shared.screen().0, path)
     }
 
     /// Number of clients currently connected (past the handshake).
@@ -357,25 +365,44 @@ fn accept_loop(shared: &Arc<Shared>, l: TcpListener, ws: bool) {
             }
         };
         let peer = stream.peer_addr().ok();
-        if shared.clients().len() >= shared.opts.max_clients {
-            log::warn!(
-                "vnc: refusing {peer:?}: {} clients already",
-                shared.opts.max_clients
-            );
+        let max = shared.opts.max_clients;
+        // Half-open handshakes count too, so idle connections cannot exhaust threads.
+        if shared.clients().len() >= max || shared.pending.load(Ordering::SeqCst) >= max {
+            log::warn!("vnc: refusing {peer:?}: {max} clients or handshakes already");
             continue;
         }
+        let guard = PendingGuard::new(shared.clone());
         let shared = shared.clone();
-        let _ = thread::Builder::new()
+        let spawned = thread::Builder::new()
             .name("vnc-client".into())
             .spawn(move || {
-                if let Err(e) = serve_tcp(shared, stream, ws) {
+                if let Err(e) = serve_tcp(shared, stream, ws, guard) {
                     log::info!("vnc: client {peer:?}: {e}");
                 }
             });
+        if spawned.is_err() {
+            log::warn!("vnc: cannot start a thread for {peer:?}");
+        }
     }
 }
 
-fn serve_tcp(shared: Arc<Shared>, stream: TcpStream, ws: bool) -> Result<()> {
+/// Counts a connection as pending until dropped (handshake done or failed).
+struct PendingGuard(Arc<Shared>);
+
+impl PendingGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.pending.fetch_add(1, Ordering::SeqCst);
+        PendingGuard(shared)
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn serve_tcp(shared: Arc<Shared>, stream: TcpStream, ws: bool, guard: PendingGuard) -> Result<()> {
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(shared.opts.handshake_timeout))?;
     let closer = stream.try_clone()?;
@@ -395,6 +422,7 @@ fn serve_tcp(shared: Arc<Shared>, stream: TcpStream, ws: bool) -> Result<()> {
     let timeout_clear = stream;
     session::run_with_hook(shared, reader, writer, shutdown, move || {
         let _ = timeout_clear.set_read_timeout(None);
+        drop(guard);
     });
     Ok(())
 }

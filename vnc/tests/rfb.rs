@@ -16,6 +16,7 @@ use vnc::{Dirty, Framebuffer, InputSink, Rect, VncServer, VncServerOptions};
 struct Screen {
     frame: Frame,
     dirty: Dirty,
+    cursor: Option<vnc::Cursor>,
 }
 
 impl Framebuffer for Screen {
@@ -34,6 +35,9 @@ impl Framebuffer for Screen {
     }
     fn take_dirty(&mut self) -> Dirty {
         std::mem::replace(&mut self.dirty, Dirty::None)
+    }
+    fn take_cursor(&mut self) -> Option<vnc::Cursor> {
+        self.cursor.take()
     }
 }
 
@@ -88,6 +92,7 @@ fn rig(w: u16, h: u16, password: Option<&[u8]>) -> Rig {
     let screen = Arc::new(Mutex::new(Screen {
         frame: pattern(w, h),
         dirty: Dirty::None,
+        cursor: None,
     }));
     let events = Arc::new(Events::default());
     let server = VncServer::new(
@@ -517,4 +522,68 @@ fn a_stalled_client_does_not_stall_the_others() {
             live.read_update().unwrap();
         }
     }
+}
+
+#[test]
+fn cursor_shape_is_sent_to_clients_that_ask() {
+    let rig = rig(64, 64, None);
+    let mut c = rig.connect(None, true);
+    c.set_encodings(&[enc::RAW, enc::CURSOR]).unwrap();
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    c.request(true).unwrap();
+    rig.screen.lock().unwrap().cursor = Some(vnc::Cursor {
+        width: 9,
+        height: 3,
+        hot_x: 4,
+        hot_y: 1,
+        pixels: vec![0xffffff; 27],
+        mask: vec![0xff, 0x80, 0x00, 0x00, 0xff, 0x80],
+    });
+    let info = c.read_update().unwrap();
+    assert_eq!(info.rects, vec![(Rect::new(4, 1, 9, 3), enc::CURSOR)]);
+    assert_eq!(c.cursor, Some((4, 1, 9, 3)));
+    // A malformed shape (mask too short) is not sent.
+    c.request(true).unwrap();
+    rig.screen.lock().unwrap().cursor = Some(vnc::Cursor {
+        width: 9,
+        height: 3,
+        hot_x: 0,
+        hot_y: 0,
+        pixels: vec![0; 27],
+        mask: vec![0; 2],
+    });
+    rig.paint(Rect::new(0, 0, 1, 1), 0x123456);
+    let info = c.read_update().unwrap();
+    assert!(
+        info.rects.iter().all(|(_, e)| *e != enc::CURSOR),
+        "{:?}",
+        info.rects
+    );
+}
+
+#[test]
+fn tcp_listener_serves_and_screenshots() {
+    let mut rig = rig(40, 30, None);
+    let addr = rig.server.listen("127.0.0.1:0").unwrap();
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    let mut c = RfbClient::connect(s, None, true).unwrap();
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    assert_screen(
+        &c.screen.pixels,
+        &rig.expected(PixelFormat::XRGB8888),
+        "tcp client",
+    );
+    // Half-open connections that never finish the handshake do not block new clients.
+    let idle: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    assert!(RfbClient::connect(s, None, true).is_ok());
+    drop(idle);
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("screen.png");
+    rig.server.screenshot(&png).unwrap();
+    assert!(std::fs::metadata(&png).unwrap().len() > 100);
 }
