@@ -1,5 +1,6 @@
-//! Real Linux against `rvmm-vhost scsi`: a Debian kernel under QEMU TCG
-//! (`vhost-user-scsi-pci`) finds the ISO as a SCSI CD-ROM (sr0), finds it by volume label,
+//! Real Linux against `rvmm-vhost scsi`: a Debian kernel under QEMU TCG with two
+//! `vhost-user-scsi-pci` drives (a CD-sized ISO and one presented as a DVD) finds them as SCSI
+//! CD-ROMs (sr0, sr1), finds each by volume label,
 //! reads the primary volume descriptor at sector 16, mounts it and reads its files; the host
 //! compares against the files it put on the ISO (built here with xorriso). udev's `cdrom_id`
 //! (copied from the host) reports what udev rules would see: a CD drive with a data medium,
@@ -60,6 +61,46 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Start `rvmm-vhost scsi` serving `iso` on `sock` and wait for its socket.
+fn serve(sock: &Path, iso: &Path) -> Proc {
+    let mut vhost = Proc(
+        Command::new(env!("CARGO_BIN_EXE_rvmm-vhost"))
+            .args(["scsi", "--socket"])
+            .arg(sock)
+            .arg("--cdrom")
+            .arg(iso)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rvmm-vhost"),
+    );
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "rvmm-vhost made no socket"
+        );
+        assert!(
+            vhost.0.try_wait().unwrap().is_none(),
+            "rvmm-vhost exited early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    vhost
+}
+
+/// Wait for a backend to exit after the frontend went away; its stderr on failure.
+fn expect_clean_exit(vhost: &mut Proc, qemu_err: &str) {
+    let st = vhost.wait_timeout(Duration::from_secs(10));
+    let mut err = String::new();
+    if let Some(e) = vhost.0.stderr.as_mut() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "rvmm-vhost did not exit cleanly after the disconnect: {st:?}\n{err}\nqemu: {qemu_err}"
+    );
+}
+
 /// udev's cdrom_id and the shared objects it needs (from `ldd`), to copy into the guest.
 fn cdrom_id_files() -> Vec<PathBuf> {
     let bin = PathBuf::from("/lib/udev/cdrom_id");
@@ -103,24 +144,35 @@ fn run_ok(cmd: &mut Command) -> String {
 
 const LABEL: &str = "RVMM_CD_TEST";
 
+const DVD_LABEL: &str = "RVMM_DVD_TEST";
+
 const GUEST_SCRIPT: &str = r#"
-for i in $(seq 1 100); do [ -b /dev/sr0 ] && break; sleep 0.1; done
-echo "TYPE=$(cat /sys/block/sr0/device/type)"
-echo "REMOVABLE=$(cat /sys/block/sr0/removable)"
-echo "VENDOR=$(cat /sys/block/sr0/device/vendor)"
-echo "SECTORS=$(cat /sys/block/sr0/size)"
+for i in $(seq 1 100); do [ -b /dev/sr0 ] && [ -b /dev/sr1 ] && break; sleep 0.1; done
+cd_dev=$(findfs LABEL=RVMM_CD_TEST)
+dvd_dev=$(findfs LABEL=RVMM_DVD_TEST)
+echo "LABEL-DEV=$cd_dev"
+echo "DVD-DEV=$dvd_dev"
+cd=${cd_dev#/dev/}
+echo "TYPE=$(cat /sys/block/$cd/device/type)"
+echo "REMOVABLE=$(cat /sys/block/$cd/removable)"
+echo "VENDOR=$(cat /sys/block/$cd/device/vendor)"
+echo "SECTORS=$(cat /sys/block/$cd/size)"
 # The kernel's view of MODE SENSE page 0x2A (capabilities and mechanical status).
-tr '\t' ' ' < /proc/sys/dev/cdrom/info | tr -s ' ' | sed 's/^/CDINFO /' 
-echo "LABEL-DEV=$(findfs LABEL=RVMM_CD_TEST)"
-echo "PVD-ID=$(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=1 count=5 2>/dev/null)"
-echo "PVD-LABEL=$(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=40 count=12 2>/dev/null)"
+tr '\t' ' ' < /proc/sys/dev/cdrom/info | tr -s ' ' | sed 's/^/CDINFO /'
 # udev's own prober (from the host, run with the host's loader): what udev rules see.
-/files/ld-linux-x86-64.so.2 --library-path /files /files/cdrom_id /dev/sr0 | sed 's/^/UDEV /'
-dd if=/dev/zero of=/dev/sr0 bs=2048 count=1 2>/dev/null || echo "WRITE-REFUSED"
-mount -t iso9660 -o ro "$(findfs LABEL=RVMM_CD_TEST)" /mnt || echo "MOUNT-FAILED"
+cdrom_id() { /files/ld-linux-x86-64.so.2 --library-path /files /files/cdrom_id "$1"; }
+cdrom_id "$cd_dev" | sed 's/^/UDEV /'
+cdrom_id "$dvd_dev" | sed 's/^/UDEVDVD /'
+echo "PVD-ID=$(dd if=$cd_dev bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=1 count=5 2>/dev/null)"
+echo "PVD-LABEL=$(dd if=$cd_dev bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=40 count=12 2>/dev/null)"
+dd if=/dev/zero of=$cd_dev bs=2048 count=1 2>/dev/null || echo "WRITE-REFUSED"
+mount -t iso9660 -o ro "$cd_dev" /mnt || echo "MOUNT-FAILED"
 echo "HELLO=$(cat /mnt/hello.txt)"
 echo "BIG-MD5=$(md5sum < /mnt/images/Big_File.bin)"
 echo "DEEP=$(cat /mnt/a/b/c/Mixed-Case.txt)"
+umount /mnt
+mount -t iso9660 -o ro "$dvd_dev" /mnt || echo "MOUNT-FAILED"
+echo "DVD=$(cat /mnt/dvd.txt)"
 umount /mnt
 echo "GUEST-DONE"
 "#;
@@ -163,29 +215,28 @@ fn debian_kernel_mounts_the_iso_from_rvmm_vhost_scsi() {
         .expect("assets.sh prints KERNEL=")
         .to_string();
 
-    let sock = s.path("scsi.sock");
-    let mut vhost = Proc(
-        Command::new(env!("CARGO_BIN_EXE_rvmm-vhost"))
-            .args(["scsi", "--socket"])
-            .arg(&sock)
-            .arg("--cdrom")
-            .arg(&iso)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rvmm-vhost"),
+    // A second drive: a small ISO in a 1 GiB (sparse) file, which the drive presents as a DVD.
+    let dvd_tree = s.path("dvd-tree");
+    std::fs::create_dir_all(&dvd_tree).unwrap();
+    std::fs::write(dvd_tree.join("dvd.txt"), "on the dvd\n").unwrap();
+    let dvd = s.path("dvd.iso");
+    run_ok(
+        Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-R", "-V", DVD_LABEL, "-o"])
+            .arg(&dvd)
+            .arg(&dvd_tree),
     );
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "rvmm-vhost made no socket"
-        );
-        assert!(
-            vhost.0.try_wait().unwrap().is_none(),
-            "rvmm-vhost exited early"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dvd)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+
+    let sock = s.path("scsi.sock");
+    let dvd_sock = s.path("dvd.sock");
+    let mut vhost = serve(&sock, &iso);
+    let mut vhost_dvd = serve(&dvd_sock, &dvd);
     let serial = s.path("serial.log");
     let mut qemu = Proc(
         Command::new("qemu-system-x86_64")
@@ -203,6 +254,9 @@ fn debian_kernel_mounts_the_iso_from_rvmm_vhost_scsi() {
             .arg("-chardev")
             .arg(format!("socket,id=c,path={}", sock.display()))
             .args(["-device", "vhost-user-scsi-pci,chardev=c"])
+            .arg("-chardev")
+            .arg(format!("socket,id=d,path={}", dvd_sock.display()))
+            .args(["-device", "vhost-user-scsi-pci,chardev=d"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -218,21 +272,15 @@ fn debian_kernel_mounts_the_iso_from_rvmm_vhost_scsi() {
         st.is_some(),
         "guest did not power off in 120 s; console:\n{log}\n{qerr}"
     );
-    let vst = vhost.wait_timeout(Duration::from_secs(10));
-    let mut verr = String::new();
-    if let Some(e) = vhost.0.stderr.as_mut() {
-        let _ = e.read_to_string(&mut verr);
-    }
-    assert!(
-        vst.is_some_and(|s| s.success()),
-        "rvmm-vhost did not exit cleanly after the disconnect: {vst:?}\n{verr}\nqemu: {qerr}"
-    );
+    expect_clean_exit(&mut vhost, &qerr);
+    expect_clean_exit(&mut vhost_dvd, &qerr);
     for want in [
         "TYPE=5".to_string(),
         "REMOVABLE=1".to_string(),
         "VENDOR=RVMM".to_string(),
         format!("SECTORS={iso_sectors}"),
-        "LABEL-DEV=/dev/sr0".to_string(),
+        "LABEL-DEV=/dev/sr".to_string(),
+        "DVD-DEV=/dev/sr".to_string(),
         "CDINFO drive speed: 24".to_string(),
         "CDINFO Can read DVD: 1".to_string(),
         "CDINFO Can lock tray: 1".to_string(),
@@ -241,6 +289,10 @@ fn debian_kernel_mounts_the_iso_from_rvmm_vhost_scsi() {
         "UDEV ID_CDROM=1".to_string(),
         "UDEV ID_CDROM_MEDIA=1".to_string(),
         "UDEV ID_CDROM_MEDIA_TRACK_COUNT_DATA=1".to_string(),
+        "UDEV ID_CDROM_MEDIA_CD=1".to_string(),
+        "UDEVDVD ID_CDROM_MEDIA_DVD=1".to_string(),
+        "UDEVDVD ID_CDROM_MEDIA_TRACK_COUNT_DATA=1".to_string(),
+        "DVD=on the dvd".to_string(),
         "PVD-ID=CD001".to_string(),
         format!("PVD-LABEL={LABEL}"),
         "WRITE-REFUSED".to_string(),
