@@ -284,7 +284,9 @@ impl<S: Read + Write> RfbClient<S> {
                 self.s.read_exact(&mut b)?;
                 let mut skip = vec![0u8; usize::from(b[0]) * 16];
                 self.s.read_exact(&mut skip)?;
-                self.screen = Frame::new(r.w, r.h, 0);
+                if (r.w, r.h) != (self.screen.width, self.screen.height) {
+                    self.screen = Frame::new(r.w, r.h, 0);
+                }
                 Ok(())
             }
             enc::QEMU_LED_STATE => {

@@ -73,6 +73,13 @@ pub enum ClientMessage {
     },
     /// ClientCutText (contents discarded: no clipboard integration).
     CutText(u32),
+    /// SetDesktopSize (ExtendedDesktopSize extension): the client asks for a new size.
+    SetDesktopSize {
+        /// Requested width.
+        width: u16,
+        /// Requested height.
+        height: u16,
+    },
     /// QEMU Extended Key Event.
     ExtendedKey {
         /// Pressed (true) or released.
@@ -166,6 +173,15 @@ pub fn read_client_message(r: &mut impl Read) -> Result<ClientMessage> {
             }
             skip(r, u64::from(len))?;
             Ok(ClientMessage::CutText(len))
+        }
+        251 => {
+            let b = read_array::<7>(r)?;
+            // The screen layout follows: 16 bytes per screen.
+            skip(r, u64::from(b[5]) * 16)?;
+            Ok(ClientMessage::SetDesktopSize {
+                width: u16::from_be_bytes([b[1], b[2]]),
+                height: u16::from_be_bytes([b[3], b[4]]),
+            })
         }
         255 => {
             let [sub] = read_array::<1>(r)?;

@@ -58,6 +58,8 @@ pub(crate) struct ClientState {
     pub encodings: Vec<i32>,
     pub request: Option<(bool, Rect)>,
     pub ext_key_ack: bool,
+    /// A SetDesktopSize to refuse (the guest decides the mode).
+    pub refuse_resize: bool,
     pub send_leds: bool,
     pub send_cursor: bool,
 }
@@ -71,6 +73,7 @@ impl ClientState {
             encodings: vec![enc::RAW],
             request: None,
             ext_key_ack: false,
+            refuse_resize: false,
             send_leds: false,
             send_cursor: false,
         }
@@ -272,6 +275,15 @@ fn reader_loop(shared: &Shared, h: &ClientHandle, r: &mut impl Read) -> Result<(
                 );
             }
             ClientMessage::CutText(_) => {}
+            ClientMessage::SetDesktopSize { width, height } => {
+                log::info!(
+                    "vnc: client {} asked for {width}x{height}; the guest sets the mode",
+                    h.id
+                );
+                let mut st = h.lock();
+                st.refuse_resize = true;
+                h.wake.notify_all();
+            }
         }
     }
 }
@@ -304,6 +316,7 @@ fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<
     };
     let mut encoder = Encoder::new(Converter::new(PixelFormat::XRGB8888));
     let mut msg = Vec::new();
+    let mut refuse_resize;
     loop {
         let (incremental, region, encodings, ext_ack, leds, cursor) = {
             let mut st = h.lock();
@@ -317,7 +330,14 @@ fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<
                         && shared.cursor_gen.load(Ordering::SeqCst) != sent.cursor_gen;
                     let leds =
                         st.send_leds && shared.led_gen.load(Ordering::SeqCst) != sent.led_gen;
-                    if !incr || fresh || st.pf_changed || st.ext_key_ack || leds || cursor {
+                    if !incr
+                        || fresh
+                        || st.pf_changed
+                        || st.ext_key_ack
+                        || st.refuse_resize
+                        || leds
+                        || cursor
+                    {
                         break;
                     }
                 }
@@ -336,6 +356,7 @@ fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<
                 continue;
             };
             let ext = std::mem::take(&mut st.ext_key_ack);
+            refuse_resize = std::mem::take(&mut st.refuse_resize);
             (
                 incremental,
                 region,
@@ -359,6 +380,16 @@ fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<
 
         if ext_ack {
             put_rect_header(&mut msg, Rect::default(), enc::QEMU_EXTENDED_KEY_EVENT);
+            count += 1;
+        }
+        if refuse_resize && encodings.contains(&enc::EXTENDED_DESKTOP_SIZE) {
+            // Reason 1 (client request), status 1 (resize prohibited), current layout.
+            put_rect_header(
+                &mut msg,
+                Rect::new(1, 1, frame.width, frame.height),
+                enc::EXTENDED_DESKTOP_SIZE,
+            );
+            put_screen_layout(&mut msg, (frame.width, frame.height));
             count += 1;
         }
         let led_gen = shared.led_gen.load(Ordering::SeqCst);
@@ -454,14 +485,18 @@ fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<
 fn put_resize(msg: &mut Vec<u8>, (w, h): (u16, u16), extended: bool) {
     if extended {
         put_rect_header(msg, Rect::new(0, 0, w, h), enc::EXTENDED_DESKTOP_SIZE);
-        // One screen covering the framebuffer.
-        msg.extend_from_slice(&[1, 0, 0, 0]);
-        msg.extend_from_slice(&0u32.to_be_bytes());
-        put_rect_bounds(msg, Rect::new(0, 0, w, h));
-        msg.extend_from_slice(&0u32.to_be_bytes());
+        put_screen_layout(msg, (w, h));
     } else {
         put_rect_header(msg, Rect::new(0, 0, w, h), enc::DESKTOP_SIZE);
     }
+}
+
+/// One screen covering the framebuffer.
+fn put_screen_layout(msg: &mut Vec<u8>, (w, h): (u16, u16)) {
+    msg.extend_from_slice(&[1, 0, 0, 0]);
+    msg.extend_from_slice(&0u32.to_be_bytes());
+    put_rect_bounds(msg, Rect::new(0, 0, w, h));
+    msg.extend_from_slice(&0u32.to_be_bytes());
 }
 
 fn put_rect_bounds(msg: &mut Vec<u8>, r: Rect) {

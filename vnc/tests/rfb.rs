@@ -587,3 +587,81 @@ fn tcp_listener_serves_and_screenshots() {
     rig.server.screenshot(&png).unwrap();
     assert!(std::fs::metadata(&png).unwrap().len() > 100);
 }
+
+#[test]
+fn random_client_bytes_never_take_the_server_down() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Server threads are not joined by the test: count their panics through the hook.
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        default_hook(info);
+    }));
+    let rig = rig(33, 17, None);
+    // xorshift: reproducible garbage.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..150 {
+        let mut s = rig.connect_raw();
+        let mut v = [0u8; 12];
+        s.read_exact(&mut v).unwrap();
+        // A valid handshake, then a burst of messages with random types and bodies, biased
+        // towards real message types so the parsers see plausible but hostile input.
+        s.write_all(b"RFB 003.008\n").unwrap();
+        let mut sec = [0u8; 2];
+        s.read_exact(&mut sec).unwrap();
+        s.write_all(&[1, 1]).unwrap();
+        let n = (next() % 200) as usize;
+        let mut junk: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+        if let Some(first) = junk.first_mut() {
+            *first = [0, 2, 3, 4, 5, 6, 255, 150][round % 8];
+        }
+        let _ = s.write_all(&junk);
+        drop(s);
+    }
+    // The server still serves a well-behaved client correctly.
+    let mut c = rig.connect(None, true);
+    for e in [enc::ZRLE, enc::TIGHT, enc::HEXTILE] {
+        c.set_encodings(&[e]).unwrap();
+        c.request(false).unwrap();
+        c.read_update().unwrap();
+        assert_screen(
+            &c.screen.pixels,
+            &rig.expected(PixelFormat::XRGB8888),
+            "after fuzzing",
+        );
+    }
+}
+
+#[test]
+fn client_resize_requests_are_refused_politely() {
+    let rig = rig(50, 40, None);
+    let mut c = rig.connect(None, true);
+    c.set_encodings(&[enc::RAW, enc::EXTENDED_DESKTOP_SIZE])
+        .unwrap();
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    let mut m = vec![251u8, 0, 0, 200, 0, 100, 1, 0];
+    m.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 0, 100, 0, 0, 0, 0]);
+    c.send_raw(&m).unwrap();
+    c.request(true).unwrap();
+    let info = c.read_update().unwrap();
+    // Reason 1 = answer to this client, status 1 = prohibited; the size stays.
+    assert_eq!(
+        info.rects,
+        vec![(Rect::new(1, 1, 50, 40), enc::EXTENDED_DESKTOP_SIZE)]
+    );
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    assert_screen(
+        &c.screen.pixels,
+        &rig.expected(PixelFormat::XRGB8888),
+        "after refusal",
+    );
+}
