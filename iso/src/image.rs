@@ -567,14 +567,22 @@ impl Iso {
                 limit,
             });
         }
-        // Check against the image before allocating what a hostile size asks for.
         for e in &file.extents {
             if e.offset() + u64::from(e.len) > self.src.size() {
                 return Err(self.corrupt(format!(
-                    "{} extent at block {} length {} lies beyond the end of the image",
+                    "{} extent at block {} length {} lies beyond the end of the image (truncated?)",
                     file.name, e.lba, e.len
                 )));
             }
+        }
+        // Check against the image before allocating what a hostile size asks for: the extents
+        // of one file never overlap, so together they cannot exceed the image.
+        if size > self.src.size() {
+            return Err(self.corrupt(format!(
+                "{} claims {size} bytes, more than the whole {}-byte image",
+                file.name,
+                self.src.size()
+            )));
         }
         let mut buf = vec![0u8; size as usize];
         self.read_file_at(file, 0, &mut buf)?;
