@@ -78,6 +78,27 @@ fn io_gas(port: u16, bits: u8) -> GAS {
     GAS::new(AddressSpace::SystemIo, bits, 0, size, u64::from(port))
 }
 
+/// `Device(\_SB.<name>)` for a legacy ISA device with a PNP id, its ports and IRQ.
+fn isa_device(name: &str, hid: &str, uid: u8, ports: &[(u16, u8)], irq: u32) -> Vec<u8> {
+    let ios: Vec<aml::IO> = ports
+        .iter()
+        .map(|&(base, len)| aml::IO::new(base, base, 1, len))
+        .collect();
+    let int = aml::Interrupt::new(true, true, false, false, irq);
+    let mut res: Vec<&dyn Aml> = ios.iter().map(|i| i as &dyn Aml).collect();
+    res.push(&int);
+    let crs = aml::ResourceTemplate::new(res);
+    let hid = aml::EISAName::new(hid);
+    let n_hid = aml::Name::new("_HID".into(), &hid);
+    let n_uid = aml::Name::new("_UID".into(), &uid);
+    let n_crs = aml::Name::new("_CRS".into(), &crs);
+    let dev = aml::Device::new(
+        format!("\\_SB_.{name}").as_str().into(),
+        vec![&n_hid, &n_uid, &n_crs],
+    );
+    to_bytes(&dev)
+}
+
 fn dsdt(extra: &[u8]) -> Vec<u8> {
     let mut t = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE_ID, 1);
     let s5 = aml::Name::new(
@@ -85,6 +106,16 @@ fn dsdt(extra: &[u8]) -> Vec<u8> {
         &aml::Package::new(vec![&ACPI_S5_SLP_TYP, &ACPI_S5_SLP_TYP, &0u8, &0u8]),
     );
     t.append_slice(&to_bytes(&s5));
+    // The legacy devices, so an OS binds them through ACPI rather than by probing.
+    t.append_slice(&isa_device("COM1", "PNP0501", 1, &[(0x3f8, 8)], 4));
+    t.append_slice(&isa_device(
+        "KBD_",
+        "PNP0303",
+        0,
+        &[(0x60, 1), (0x64, 1)],
+        1,
+    ));
+    t.append_slice(&isa_device("RTC_", "PNP0B00", 0, &[(0x70, 2)], 8));
     if !extra.is_empty() {
         t.append_slice(extra);
     }
@@ -336,6 +367,19 @@ mod tests {
             .err(),
             Some(AcpiError::TooManyCpus(256))
         );
+    }
+
+    #[test]
+    fn dsdt_describes_the_legacy_devices() {
+        let t = tables(1);
+        let p = Parsed { img: &t.image };
+        let d = p.table(Parsed::u64(p.find(b"FACP"), 140));
+        for name in [&b"COM1"[..], b"KBD_", b"RTC_"] {
+            assert!(d.windows(4).any(|w| w == name), "{name:?}");
+        }
+        // IO descriptor for 0x3f8, 8 ports, and an extended IRQ descriptor for IRQ 4.
+        assert!(d.windows(8).any(|w| w == [0x47, 1, 0xf8, 3, 0xf8, 3, 1, 8]));
+        assert!(d.windows(9).any(|w| w == [0x89, 6, 0, 0x3, 1, 4, 0, 0, 0]));
     }
 
     #[test]
