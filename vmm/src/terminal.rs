@@ -18,6 +18,14 @@ pub fn stdin_is_tty() -> bool {
     unsafe { libc::isatty(libc::STDIN_FILENO) == 1 }
 }
 
+/// Whether stdin is a terminal whose foreground process group is ours. A background rvmm
+/// (`rvmm … &`) must neither change the terminal's mode nor read it: either would stop the
+/// process with SIGTTOU/SIGTTIN.
+pub fn stdin_is_foreground_tty() -> bool {
+    // SAFETY: tcgetpgrp and getpgrp only query process state.
+    stdin_is_tty() && unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() }
+}
+
 /// Put back the terminal settings saved by [`RawTerminal::enter`], if any. Safe to call more
 /// than once and from a panic hook.
 pub fn restore() {
@@ -35,7 +43,7 @@ pub struct RawTerminal {
 impl RawTerminal {
     /// Switch stdin to raw mode if it is a terminal (otherwise do nothing).
     pub fn enter() -> Self {
-        if !stdin_is_tty() {
+        if !stdin_is_foreground_tty() {
             return Self { active: false };
         }
         // SAFETY: termios is plain data; tcgetattr fills it in.

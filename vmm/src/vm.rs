@@ -287,8 +287,12 @@ impl Vm {
             threads.push(h);
         }
         log::debug!("vCPUs started at {:?}", start.elapsed());
-        let stdin = if config.serial == SerialMode::Stdio {
-            let tty = crate::terminal::stdin_is_tty();
+        let tty = crate::terminal::stdin_is_tty();
+        let background = tty && !crate::terminal::stdin_is_foreground_tty();
+        if background && config.serial == SerialMode::Stdio {
+            log::warn!("running in the background: console input is not read");
+        }
+        let stdin = if config.serial == SerialMode::Stdio && !background {
             Some(
                 crate::terminal::spawn_stdin_reader(
                     serial.clone(),
