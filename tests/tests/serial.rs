@@ -44,3 +44,22 @@ fn serial_to_a_file() {
         out.report()
     );
 }
+
+#[test]
+fn verbose_logs_stay_off_the_serial_stream() {
+    // -v -v logs (including the boot marker the guest library writes) go to stderr; stdout
+    // carries nothing but the guest's own lines.
+    let out = rvmm().kernel(guest("poweroff")).args(["-v", "-v"]).run();
+    assert_eq!(out.status, Some(0), "{}", out.report());
+    assert!(out.lines().count() >= 3, "{}", out.report());
+    assert!(
+        out.lines().all(|l| l.starts_with("poweroff: ")),
+        "stdout has lines the guest did not print\n{}",
+        out.report()
+    );
+    assert!(
+        out.stderr.contains("0x01"),
+        "no boot-marker log for 0x01 on stderr\n{}",
+        out.report()
+    );
+}
