@@ -155,8 +155,13 @@ pub fn bench(a: &Args) -> Result<BenchResult> {
                     x ^= x << 17;
                     start + (x % slots) * bufsize
                 } else {
-                    let span = image_size - start - bufsize + 1;
-                    start + (i * step) % span
+                    // As qemu-img bench: advance by the step, wrap at the image size.
+                    let o = (start + i.wrapping_mul(step)) % image_size;
+                    if o + bufsize > image_size {
+                        0
+                    } else {
+                        o
+                    }
                 };
                 match &*target {
                     Target::Dev(d) => {
