@@ -35,7 +35,10 @@ fn region(i: u64) -> (u64, u64) {
     )
 }
 
-fn workload(rng: &mut Rng) -> Vec<(String, Option<(u64, u64, u8)>)> {
+/// A qemu-io command and, for writes, the (offset, length, pattern) it leaves behind.
+type Step = (String, Option<(u64, u64, u8)>);
+
+fn workload(rng: &mut Rng) -> Vec<Step> {
     let mut order: Vec<u64> = (0..256).collect();
     for i in (1..order.len()).rev() {
         order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
