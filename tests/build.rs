@@ -12,6 +12,12 @@ const FORMATS: &[(&str, &str, &[&str], &str)] = &[
     ("bzimage", "bzimage.ld", &["bzimage_setup.S"], "bzImage"),
     ("pvh", "pvh.ld", &["pvh_note.S"], "pvh.elf"),
     ("elf64", "elf64.ld", &[], "elf"),
+    (
+        "bzimage-reloc",
+        "bzimage-reloc.ld",
+        &["bzimage_setup.S"],
+        "reloc.bzImage",
+    ),
 ];
 
 /// Library sources that only some formats link.
@@ -138,7 +144,7 @@ fn main() {
             .collect();
         if formats.is_empty() {
             panic!(
-                "{}: `formats` lists no image format (use: bzimage pvh elf64)",
+                "{}: `formats` lists no image format (use: bzimage pvh elf64 bzimage-reloc)",
                 dir.display()
             );
         }
@@ -151,7 +157,7 @@ fn main() {
         for fmt in &formats {
             let Some((_, script, extra, suffix)) = FORMATS.iter().find(|f| f.0 == *fmt) else {
                 panic!(
-                    "{}: unknown image format `{fmt}` (known: bzimage pvh elf64)",
+                    "{}: unknown image format `{fmt}` (known: bzimage pvh elf64 bzimage-reloc)",
                     dir.display()
                 );
             };
@@ -184,7 +190,7 @@ fn main() {
             }
             run(&mut ld);
             let image = img_dir.join(format!("{name}.{suffix}"));
-            if *fmt == "bzimage" {
+            if fmt.starts_with("bzimage") {
                 run(Command::new("objcopy")
                     .args(["-O", "binary"])
                     .arg(&elf)

@@ -28,6 +28,9 @@ pub enum Format {
     Pvh,
     /// Plain 64-bit ELF without the PVH note (64-bit entry at e_entry, boot_params).
     Elf64,
+    /// Relocatable bzImage linked at 16 MiB with `pref_address` = 16 MiB (rvmm only: QEMU's
+    /// -kernel always loads at 1 MiB).
+    BzImageReloc,
 }
 
 impl Format {
@@ -36,6 +39,7 @@ impl Format {
             Format::BzImage => "bzimage",
             Format::Pvh => "pvh",
             Format::Elf64 => "elf64",
+            Format::BzImageReloc => "bzimage-reloc",
         }
     }
 
@@ -44,6 +48,7 @@ impl Format {
             Format::BzImage => "bzImage",
             Format::Pvh => "pvh.elf",
             Format::Elf64 => "elf",
+            Format::BzImageReloc => "reloc.bzImage",
         }
     }
 }
@@ -58,10 +63,15 @@ fn guest_entry(name: &str) -> &'static [&'static str] {
 /// Path of guest `name` in the first format its `formats` file lists.
 pub fn guest(name: &str) -> PathBuf {
     let first = guest_entry(name)[0];
-    let fmt = [Format::BzImage, Format::Pvh, Format::Elf64]
-        .into_iter()
-        .find(|f| f.key() == first)
-        .unwrap_or(Format::BzImage);
+    let fmt = [
+        Format::BzImage,
+        Format::Pvh,
+        Format::Elf64,
+        Format::BzImageReloc,
+    ]
+    .into_iter()
+    .find(|f| f.key() == first)
+    .unwrap_or(Format::BzImage);
     guest_image(name, fmt)
 }
 

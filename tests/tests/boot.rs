@@ -235,3 +235,25 @@ fn default_memory_and_cmdline() {
         out.report()
     );
 }
+
+#[test]
+fn relocatable_bzimage_loads_at_pref_address() {
+    // Linked at 16 MiB, relocatable, pref_address 16 MiB: it only runs if loaded there.
+    let out = rvmm()
+        .kernel(guest_image("bootcheck", Format::BzImageReloc))
+        .timeout(std::time::Duration::from_secs(15))
+        .run();
+    out.assert_pass();
+    assert_eq!(
+        out.field_u64("setup: relocatable", "loaded_at"),
+        Some(0x100_0000),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.field("bootcheck: ", "kind"),
+        Some("64bit"),
+        "{}",
+        out.report()
+    );
+}

@@ -79,6 +79,12 @@ static void check_setup_header(u64 bp)
 	check(bp16(bp, BP_BOOT_FLAG) == 0xaa55, "boot_params boot_flag is %#x, not 0xaa55", bp16(bp, BP_BOOT_FLAG));
 	check(!memcmp((void *)(bp + BP_HEADER), "HdrS", 4), "boot_params header magic is not HdrS");
 	check(bp16(bp, BP_VERSION) == 0x020f, "setup header version changed to %#x", bp16(bp, BP_VERSION));
+	/* Running at all means the kernel sits where it was linked; a loader that moved a
+	 * relocatable kernel must say so in code32_start. */
+	printf("setup: relocatable=%u pref_address=%#lx loaded_at=%#lx\n", bp8(bp, BP_RELOCATABLE),
+	       bp64(bp, BP_PREF_ADDRESS), (u64)__image_start);
+	check(bp32(bp, BP_CODE32_START) == (u64)__image_start, "code32_start %#x is not the load address %#lx",
+	      bp32(bp, BP_CODE32_START), (u64)__image_start);
 	check(bp8(bp, BP_TYPE_OF_LOADER) != 0, "type_of_loader not set by the loader");
 	check(bp8(bp, BP_LOADFLAGS) & 1, "LOADED_HIGH cleared in loadflags");
 	check(bp32(bp, BP_INITRD_ADDR_MAX) == 0x37ffffff, "initrd_addr_max changed to %#x", bp32(bp, BP_INITRD_ADDR_MAX));

@@ -30,7 +30,7 @@ _setup_start:
 	.byte 0x01       /* loadflags: LOADED_HIGH */
 	.word 0          /* setup_move_size */
 	.org 0x214
-	.long 0x100000   /* code32_start */
+	.long kernel_base /* code32_start (linker script) */
 	.long 0          /* ramdisk_image */
 	.long 0          /* ramdisk_size */
 	.long 0          /* bootsect_kludge */
@@ -41,7 +41,7 @@ _setup_start:
 	.long 0          /* cmd_line_ptr */
 	.long 0x37ffffff /* initrd_addr_max */
 	.long 0x200000   /* kernel_alignment */
-	.byte 0          /* relocatable_kernel: no, load at 1 MiB */
+	.byte relocatable_kernel_flag /* relocatable_kernel (linker script) */
 	.byte 21         /* min_alignment */
 	.word 0x0001     /* xloadflags: XLF_KERNEL_64 (64-bit entry at +0x200) */
 	.long 2047       /* cmdline_size */
@@ -51,7 +51,7 @@ _setup_start:
 	.long 0          /* payload_length */
 	.quad 0          /* setup_data */
 	.org 0x258
-	.quad 0x100000   /* pref_address */
+	.quad kernel_base /* pref_address */
 	.long init_size  /* init_size, from the linker script */
 	.long 0          /* handover_offset */
 	.long 0          /* kernel_info_offset */
