@@ -31,6 +31,10 @@ pub struct RfbClient<S> {
     pub leds: Option<u8>,
     /// The server acknowledged QEMU Extended Key Events.
     pub ext_key: bool,
+    /// EndOfContinuousUpdates messages received.
+    pub end_of_continuous: u32,
+    /// Payloads of the fences the server sent (requests are answered automatically).
+    pub fences: Vec<(u32, Vec<u8>)>,
     zrle: Decompress,
     tight: [Decompress; 4],
 }
@@ -124,6 +128,8 @@ impl<S: Read + Write> RfbClient<S> {
             cursor: None,
             leds: None,
             ext_key: false,
+            end_of_continuous: 0,
+            fences: Vec::new(),
             zrle: Decompress::new(true),
             tight: std::array::from_fn(|_| Decompress::new(true)),
         })
@@ -187,6 +193,27 @@ impl<S: Read + Write> RfbClient<S> {
         Ok(())
     }
 
+    /// Send EnableContinuousUpdates for the whole screen.
+    pub fn continuous_updates(&mut self, enable: bool) -> Result<()> {
+        let (w, h) = (self.screen.width, self.screen.height);
+        let mut m = vec![150u8, u8::from(enable)];
+        for v in [0, 0, w, h] {
+            m.extend_from_slice(&v.to_be_bytes());
+        }
+        self.s.write_all(&m)?;
+        Ok(())
+    }
+
+    /// Send a Fence message.
+    pub fn fence(&mut self, flags: u32, payload: &[u8]) -> Result<()> {
+        let mut m = vec![248u8, 0, 0, 0];
+        m.extend_from_slice(&flags.to_be_bytes());
+        m.push(payload.len() as u8);
+        m.extend_from_slice(payload);
+        self.s.write_all(&m)?;
+        Ok(())
+    }
+
     /// Send raw bytes (for protocol-violation tests).
     pub fn send_raw(&mut self, b: &[u8]) -> Result<()> {
         self.s.write_all(b)?;
@@ -212,6 +239,18 @@ impl<S: Read + Write> RfbClient<S> {
                     std::io::copy(&mut (&mut self.s).take(n), &mut std::io::sink())?;
                 }
                 2 => {}
+                150 => self.end_of_continuous += 1,
+                248 => {
+                    let mut h = [0u8; 8];
+                    self.s.read_exact(&mut h)?;
+                    let flags = u32::from_be_bytes([h[3], h[4], h[5], h[6]]);
+                    let mut payload = vec![0u8; usize::from(h[7].min(64))];
+                    self.s.read_exact(&mut payload)?;
+                    if flags & (1 << 31) != 0 {
+                        self.fence(flags & !(1 << 31), &payload)?;
+                    }
+                    self.fences.push((flags, payload));
+                }
                 3 => {
                     let mut h = [0u8; 3];
                     self.s.read_exact(&mut h)?;

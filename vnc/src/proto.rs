@@ -28,6 +28,10 @@ pub mod enc {
     pub const QEMU_EXTENDED_KEY_EVENT: i32 = -258;
     /// Pseudo: QEMU keyboard LED state.
     pub const QEMU_LED_STATE: i32 = -261;
+    /// Pseudo: the client speaks Fence.
+    pub const FENCE: i32 = -312;
+    /// Pseudo: the client speaks ContinuousUpdates.
+    pub const CONTINUOUS_UPDATES: i32 = -313;
     /// Pseudo: extended desktop size (screen layout).
     pub const EXTENDED_DESKTOP_SIZE: i32 = -308;
     /// Pseudo range: Tight JPEG quality levels -32 (0) .. -23 (9).
@@ -79,6 +83,20 @@ pub enum ClientMessage {
         width: u16,
         /// Requested height.
         height: u16,
+    },
+    /// EnableContinuousUpdates.
+    EnableContinuousUpdates {
+        /// On or off.
+        enable: bool,
+        /// Region to keep updated.
+        rect: Rect,
+    },
+    /// Fence (request or answer).
+    Fence {
+        /// Flags (bit 31 = request).
+        flags: u32,
+        /// Opaque payload, at most 64 bytes.
+        payload: Vec<u8>,
     },
     /// QEMU Extended Key Event.
     ExtendedKey {
@@ -173,6 +191,27 @@ pub fn read_client_message(r: &mut impl Read) -> Result<ClientMessage> {
             }
             skip(r, u64::from(len))?;
             Ok(ClientMessage::CutText(len))
+        }
+        150 => {
+            let b = read_array::<9>(r)?;
+            let u = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+            Ok(ClientMessage::EnableContinuousUpdates {
+                enable: b[0] != 0,
+                rect: Rect::new(u(1), u(3), u(5), u(7)),
+            })
+        }
+        248 => {
+            let b = read_array::<8>(r)?;
+            let len = usize::from(b[7]);
+            if len > 64 {
+                return proto_err(format!("fence payload of {len} bytes exceeds 64"));
+            }
+            let mut payload = vec![0u8; len];
+            r.read_exact(&mut payload)?;
+            Ok(ClientMessage::Fence {
+                flags: u32::from_be_bytes([b[3], b[4], b[5], b[6]]),
+                payload,
+            })
         }
         251 => {
             let b = read_array::<7>(r)?;

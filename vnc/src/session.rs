@@ -62,6 +62,10 @@ pub(crate) struct ClientState {
     pub refuse_resize: bool,
     pub send_leds: bool,
     pub send_cursor: bool,
+    /// Region of continuous updates, when the client enabled them.
+    pub continuous: Option<Rect>,
+    /// Non-update messages for the writer to send (fence replies, EndOfContinuousUpdates).
+    pub out_msgs: Vec<Vec<u8>>,
 }
 
 impl ClientState {
@@ -76,6 +80,8 @@ impl ClientState {
             refuse_resize: false,
             send_leds: false,
             send_cursor: false,
+            continuous: None,
+            out_msgs: Vec::new(),
         }
     }
 
@@ -246,6 +252,15 @@ fn reader_loop(shared: &Shared, h: &ClientHandle, r: &mut impl Read) -> Result<(
                 st.ext_key_ack |= list.contains(&enc::QEMU_EXTENDED_KEY_EVENT)
                     && !st.supports(enc::QEMU_EXTENDED_KEY_EVENT);
                 st.send_leds |= list.contains(&enc::QEMU_LED_STATE);
+                if list.contains(&enc::CONTINUOUS_UPDATES) && !st.supports(enc::CONTINUOUS_UPDATES)
+                {
+                    // EndOfContinuousUpdates announces that the server supports them.
+                    st.out_msgs.push(vec![150]);
+                }
+                if list.contains(&enc::FENCE) && !st.supports(enc::FENCE) {
+                    // A first fence tells the client fences work here.
+                    st.out_msgs.push(fence_message(FENCE_REQUEST, &[]));
+                }
                 st.send_cursor |= list.contains(&enc::CURSOR);
                 st.encodings = list;
                 h.wake.notify_all();
@@ -275,6 +290,25 @@ fn reader_loop(shared: &Shared, h: &ClientHandle, r: &mut impl Read) -> Result<(
                 );
             }
             ClientMessage::CutText(_) => {}
+            ClientMessage::EnableContinuousUpdates { enable, rect } => {
+                let mut st = h.lock();
+                if enable {
+                    st.continuous = Some(rect);
+                } else if st.continuous.take().is_some() {
+                    st.out_msgs.push(vec![150]);
+                }
+                h.wake.notify_all();
+            }
+            ClientMessage::Fence { flags, payload } => {
+                if flags & FENCE_REQUEST != 0 {
+                    // Every earlier message is already handled: answer with the flags we
+                    // honour and the same payload.
+                    let mut st = h.lock();
+                    st.out_msgs
+                        .push(fence_message(flags & FENCE_SUPPORTED, &payload));
+                    h.wake.notify_all();
+                }
+            }
             ClientMessage::SetDesktopSize { width, height } => {
                 log::info!(
                     "vnc: client {} asked for {width}x{height}; the guest sets the mode",
@@ -317,6 +351,7 @@ fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<
     let mut encoder = Encoder::new(Converter::new(PixelFormat::XRGB8888));
     let mut msg = Vec::new();
     let mut refuse_resize;
+    let mut from_request;
     loop {
         let (incremental, region, encodings, ext_ack, leds, cursor) = {
             let mut st = h.lock();
@@ -324,7 +359,10 @@ fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<
                 if st.closed {
                     return Ok(());
                 }
-                if let Some((incr, _)) = st.request {
+                if !st.out_msgs.is_empty() {
+                    break;
+                }
+                if let Some((incr, _)) = st.request.or(st.continuous.map(|r| (true, r))) {
                     let fresh = shared.frame_gen.load(Ordering::SeqCst) != sent.frame_gen;
                     let cursor = st.send_cursor
                         && shared.cursor_gen.load(Ordering::SeqCst) != sent.cursor_gen;
@@ -352,7 +390,19 @@ fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<
                 encoder = Encoder::new(Converter::new(st.pf));
                 sent.frame = None;
             }
-            let Some((incremental, region)) = st.request.take() else {
+            let out_msgs = std::mem::take(&mut st.out_msgs);
+            if !out_msgs.is_empty() {
+                drop(st);
+                for m in out_msgs {
+                    w.write_all(&m)?;
+                }
+                w.flush()?;
+                continue;
+            }
+            from_request = st.request.is_some();
+            let Some((incremental, region)) =
+                st.request.take().or(st.continuous.map(|r| (true, r)))
+            else {
                 continue;
             };
             let ext = std::mem::take(&mut st.ext_key_ack);
@@ -457,7 +507,7 @@ fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<
             // Woken without anything to show: keep the request for the next change.
             sent.frame_gen = frame_gen;
             let mut st = h.lock();
-            if st.request.is_none() {
+            if from_request && st.request.is_none() {
                 st.request = Some((true, region));
             }
             continue;
@@ -489,6 +539,21 @@ fn put_resize(msg: &mut Vec<u8>, (w, h): (u16, u16), extended: bool) {
     } else {
         put_rect_header(msg, Rect::new(0, 0, w, h), enc::DESKTOP_SIZE);
     }
+}
+
+/// Fence flag: the other side must answer.
+pub const FENCE_REQUEST: u32 = 1 << 31;
+/// Fence flags this server honours (BlockBefore, BlockAfter, SyncNext) — trivially, since it
+/// answers in message order.
+pub const FENCE_SUPPORTED: u32 = 0b111;
+
+/// A server Fence message.
+fn fence_message(flags: u32, payload: &[u8]) -> Vec<u8> {
+    let mut m = vec![248, 0, 0, 0];
+    m.extend_from_slice(&flags.to_be_bytes());
+    m.push(payload.len() as u8);
+    m.extend_from_slice(payload);
+    m
 }
 
 /// One screen covering the framebuffer.

@@ -665,3 +665,45 @@ fn client_resize_requests_are_refused_politely() {
         "after refusal",
     );
 }
+
+#[test]
+fn continuous_updates_and_fences() {
+    let rig = rig(64, 32, None);
+    let raw = rig.connect_raw();
+    let mut peek = raw.try_clone().unwrap();
+    let mut c = RfbClient::connect(raw, None, true).unwrap();
+    c.set_encodings(&[enc::RAW, enc::CONTINUOUS_UPDATES, enc::FENCE])
+        .unwrap();
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    // Support is announced with EndOfContinuousUpdates and a server fence request.
+    assert_eq!(c.end_of_continuous, 1);
+    assert_eq!(c.fences.len(), 1);
+    assert!(c.fences[0].0 & (1 << 31) != 0);
+    // Continuous mode: changes arrive without further requests.
+    c.continuous_updates(true).unwrap();
+    for i in 0..3u32 {
+        rig.paint(Rect::new(i as u16, 0, 1, 1), 0x010101 * (i + 1));
+        let info = c.read_update().unwrap();
+        assert!(!info.rects.is_empty());
+    }
+    assert_screen(
+        &c.screen.pixels,
+        &rig.expected(PixelFormat::XRGB8888),
+        "continuous",
+    );
+    // A client fence request is answered with its payload, request bit cleared.
+    c.fence((1 << 31) | 1, b"sync").unwrap();
+    rig.paint(Rect::new(10, 10, 1, 1), 0xffffff);
+    c.read_update().unwrap();
+    assert_eq!(c.fences.last().unwrap(), &(1, b"sync".to_vec()));
+    // Switching off is confirmed, and then nothing is pushed.
+    c.continuous_updates(false).unwrap();
+    rig.paint(Rect::new(20, 20, 1, 1), 0x00ff00);
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    assert_eq!(c.end_of_continuous, 2);
+    rig.paint(Rect::new(21, 20, 1, 1), 0x00ff00);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!c_stream_has_data(&mut peek));
+}
