@@ -20,6 +20,7 @@
 pub mod boot;
 pub mod eltorito;
 pub mod error;
+pub mod fixtures;
 pub mod image;
 mod rockridge;
 pub mod source;

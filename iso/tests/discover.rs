@@ -6,142 +6,16 @@ mod common;
 use common::Tree;
 use iso::{discover_boot, BootChoice, BootSource, Iso, IsoError};
 
-const CENTOS_ISOLINUX: &str = r"default vesamenu.c32
-timeout 600
-
-display boot.msg
-menu clear
-menu background splash.png
-menu title CentOS 7
-menu tabmsg Press Tab for full configuration options on menu items.
-menu separator # insert an empty line
-
-label linux
-  menu label ^Install CentOS 7
-  kernel vmlinuz
-  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 quiet
-
-label check
-  menu label Test this ^media & install CentOS 7
-  menu default
-  kernel vmlinuz
-  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 rd.live.check quiet
-
-menu separator # insert an empty line
-
-# utilities submenu
-menu begin ^Troubleshooting
-  menu title Troubleshooting
-
-label vesa
-  menu indent count 5
-  menu label Install CentOS 7 in ^basic graphics mode
-  text help
-	Try this option out if you're having trouble installing
-	CentOS 7. label notalabel
-  endtext
-  kernel vmlinuz
-  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 xdriver=vesa nomodeset quiet
-
-label rescue
-  menu indent count 5
-  menu label ^Rescue a CentOS system
-  kernel vmlinuz
-  append initrd=initrd.img inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 rescue quiet
-
-label memtest
-  menu label Run a ^memory test
-  kernel memtest
-
-label local
-  menu label Boot from ^local drive
-  localboot 0xffff
-
-label returntomain
-  menu label Return to ^main menu
-  menu exit
-
-menu end
-";
-
-const CENTOS_EFI_GRUB: &str = r#"set default="1"
-
-function load_video {
-  insmod efi_gop
-  insmod all_video
+/// A temp dir holding a fixture image.
+fn fixture(
+    build: impl FnOnce(&std::path::Path) -> std::io::Result<iso::fixtures::Fixture>,
+) -> (tempfile::TempDir, iso::fixtures::Fixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = build(dir.path()).expect("build the fixture image (xorriso, grub-mkrescue)");
+    (dir, f)
 }
-
-load_video
-set gfxpayload=keep
-insmod gzio
-set timeout=60
-### END /etc/grub.d/00_header ###
-
-search --no-floppy --set=root -l 'CentOS 7 x86_64'
-
-### BEGIN /etc/grub.d/10_linux ###
-menuentry 'Install CentOS 7' --class fedora --class gnu-linux --class gnu --class os {
-	linuxefi /images/pxeboot/vmlinuz inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 quiet
-	initrdefi /images/pxeboot/initrd.img
-}
-menuentry 'Test this media & install CentOS 7' --class fedora --class gnu-linux --class gnu --class os {
-	linuxefi /images/pxeboot/vmlinuz inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 rd.live.check quiet
-	initrdefi /images/pxeboot/initrd.img
-}
-submenu 'Troubleshooting -->' {
-	menuentry 'Install CentOS 7 in basic graphics mode' --class fedora --class gnu-linux --class gnu --class os {
-		linuxefi /images/pxeboot/vmlinuz inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 xdriver=vesa nomodeset quiet
-		initrdefi /images/pxeboot/initrd.img
-	}
-	menuentry 'Rescue a CentOS system' --class fedora --class gnu-linux --class gnu --class os {
-		linuxefi /images/pxeboot/vmlinuz inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 rescue quiet
-		initrdefi /images/pxeboot/initrd.img
-	}
-}
-"#;
 
 const CENTOS_CMDLINE: &str = r"initrd=initrd.img inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 quiet";
-
-/// Build a CentOS 7 style tree; `with_isolinux` false leaves only EFI GRUB and .treeinfo.
-fn centos(with_isolinux: bool) -> (Tree, std::path::PathBuf) {
-    let t = Tree::new();
-    if with_isolinux {
-        t.copy(
-            "isolinux/isolinux.bin",
-            "/usr/lib/ISOLINUX/isolinux.bin".as_ref(),
-        );
-        t.file("isolinux/isolinux.cfg", CENTOS_ISOLINUX);
-        t.file("isolinux/vmlinuz", "centos kernel (isolinux)");
-        t.file("isolinux/initrd.img", "centos initrd (isolinux)");
-        t.file("isolinux/memtest", "memtest");
-    }
-    t.file("EFI/BOOT/grub.cfg", CENTOS_EFI_GRUB);
-    t.file("images/pxeboot/vmlinuz", "centos kernel (pxeboot)");
-    t.file("images/pxeboot/initrd.img", "centos initrd (pxeboot)");
-    t.file(
-        ".treeinfo",
-        "[general]\nfamily = CentOS\nversion = 7\n[images-x86_64]\nkernel = images/pxeboot/vmlinuz\n\
-         initrd = images/pxeboot/initrd.img\n[stage2]\nmainimage = LiveOS/squashfs.img\n",
-    );
-    let mut args = vec!["-R", "-J", "-V", "CentOS 7 x86_64"];
-    if with_isolinux {
-        // Hybrid like the real ones: an MBR in front so the image also boots from USB.
-        args.extend([
-            "-isohybrid-mbr",
-            "/usr/lib/ISOLINUX/isohdpfx.bin",
-            "-b",
-            "isolinux/isolinux.bin",
-            "-c",
-            "isolinux/boot.cat",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-            "-boot-info-table",
-        ]);
-    }
-    let p = t.mkisofs(&args);
-    (t, p)
-}
 
 fn choice(entry: Option<&str>, append: Option<&str>) -> BootChoice {
     BootChoice {
@@ -152,7 +26,9 @@ fn choice(entry: Option<&str>, append: Option<&str>) -> BootChoice {
 
 #[test]
 fn centos7_isolinux_picks_install_over_media_check_default() {
-    let (_t, path) = centos(true);
+    let (_d, f) = fixture(|d| iso::fixtures::centos7(d, b"centos kernel", b"centos initrd", true));
+    let path = f.path.clone();
+    assert_eq!(f.cmdline, CENTOS_CMDLINE);
     let head = std::fs::read(&path).unwrap();
     assert_eq!(
         &head[510..512],
@@ -168,13 +44,17 @@ fn centos7_isolinux_picks_install_over_media_check_default() {
     assert_eq!(b.kernel.path, "/isolinux/vmlinuz");
     assert_eq!(
         iso.read_file(&b.kernel.entry, 1 << 20).unwrap(),
-        b"centos kernel (isolinux)"
+        b"centos kernel"
     );
     assert_eq!(b.initrds.len(), 1);
     assert_eq!(b.initrds[0].path, "/isolinux/initrd.img");
     assert_eq!(
         iso.read_file(&b.initrds[0].entry, 1 << 20).unwrap(),
-        b"centos initrd (isolinux)"
+        b"centos initrd"
+    );
+    assert_eq!(
+        (b.label.as_str(), b.kernel.path.as_str()),
+        (f.label, f.kernel)
     );
 
     // The media check is still there for whoever asks for it, by label or by menu title.
@@ -202,8 +82,8 @@ fn centos7_isolinux_picks_install_over_media_check_default() {
 
 #[test]
 fn boot_entry_that_is_not_linux_is_refused_with_the_list() {
-    let (_t, path) = centos(true);
-    let iso = Iso::open(&path).unwrap();
+    let (_d, f) = fixture(|d| iso::fixtures::centos7(d, b"k", b"i", true));
+    let iso = Iso::open(&f.path).unwrap();
     let err = discover_boot(&iso, &choice(Some("local"), None)).unwrap_err();
     assert!(matches!(err, IsoError::NoBootEntry { .. }));
     let msg = err.to_string();
@@ -215,8 +95,8 @@ fn boot_entry_that_is_not_linux_is_refused_with_the_list() {
 
 #[test]
 fn centos7_efi_grub_and_treeinfo_without_isolinux() {
-    let (_t, path) = centos(false);
-    let iso = Iso::open(&path).unwrap();
+    let (_d, f) = fixture(|d| iso::fixtures::centos7(d, b"k", b"i", false));
+    let iso = Iso::open(&f.path).unwrap();
     let b = discover_boot(&iso, &BootChoice::default()).unwrap();
     assert_eq!(b.source, BootSource::Grub);
     assert_eq!(b.config, "/EFI/BOOT/grub.cfg");
@@ -247,87 +127,10 @@ fn centos7_efi_grub_and_treeinfo_without_isolinux() {
     );
 }
 
-fn debian_netinst() -> (Tree, std::path::PathBuf) {
-    let t = Tree::new();
-    t.copy(
-        "isolinux/isolinux.bin",
-        "/usr/lib/ISOLINUX/isolinux.bin".as_ref(),
-    );
-    t.file(
-        "isolinux/isolinux.cfg",
-        "# D-I config version 2.0\n# search path for the c32 support libraries (libcom32, libutil etc.)\n\
-         path \ninclude menu.cfg\ndefault vesamenu.c32\nprompt 0\ntimeout 0\n",
-    );
-    t.file(
-        "isolinux/menu.cfg",
-        "menu hshift 4\nmenu width 70\n\nmenu title Debian GNU/Linux installer menu (BIOS mode)\n\
-         include stdmenu.cfg\ninclude gtk.cfg\ninclude txt.cfg\nmenu begin advanced\n\
-         \tmenu label ^Advanced options\n\tmenu title Advanced options\n\tinclude stdmenu.cfg\n\
-         \tlabel mainmenu\n\t\tmenu label ^Back..\n\t\tmenu exit\n\tinclude adgtk.cfg\n\
-         \tinclude adtxt.cfg\nmenu end\nlabel help\n\tmenu label ^Help\n\ttext help\n   Display help screens\n\
-         \tendtext\n\tconfig prompt.cfg\n",
-    );
-    t.file(
-        "isolinux/stdmenu.cfg",
-        "menu background splash.png\nmenu color title * #FFFFFFFF *\n",
-    );
-    t.file(
-        "isolinux/gtk.cfg",
-        "default installgui\nlabel installgui\n\tmenu label ^Graphical install\n\tmenu default\n\
-         \tkernel /install.amd/vmlinuz\n\tappend vga=788 initrd=/install.amd/gtk/initrd.gz --- quiet \n",
-    );
-    t.file(
-        "isolinux/txt.cfg",
-        "label install\n\tmenu label ^Install\n\tkernel /install.amd/vmlinuz\n\
-         \tappend vga=788 initrd=/install.amd/initrd.gz --- quiet \n",
-    );
-    t.file(
-        "isolinux/adtxt.cfg",
-        "label expert\n\tmenu label E^xpert install\n\tkernel /install.amd/vmlinuz\n\
-         \tappend priority=low vga=788 initrd=/install.amd/initrd.gz --- \n\
-         include rqtxt.cfg\nlabel auto\n\tmenu label ^Automated install\n\tkernel /install.amd/vmlinuz\n\
-         \tappend auto=true priority=critical vga=788 initrd=/install.amd/initrd.gz --- quiet \n",
-    );
-    t.file(
-        "isolinux/rqtxt.cfg",
-        "label rescue\n\tmenu label ^Rescue mode\n\tkernel /install.amd/vmlinuz\n\
-         \tappend vga=788 initrd=/install.amd/initrd.gz rescue/enable=true --- quiet \n",
-    );
-    t.file("isolinux/adgtk.cfg", "");
-    t.file(
-        "boot/grub/grub.cfg",
-        "if [ x$feature_default_font_path = xy ] ; then\n   font=unicode\nelse\n   font=$prefix/font.pf2\nfi\n\
-         menuentry --hotkey=g 'Graphical install' {\n    set background_color=black\n\
-         \x20   linux    /install.amd/vmlinuz vga=788 --- quiet \n    initrd   /install.amd/gtk/initrd.gz\n}\n\
-         menuentry --hotkey=i 'Install' {\n    set background_color=black\n\
-         \x20   linux    /install.amd/vmlinuz vga=788 --- quiet \n    initrd   /install.amd/initrd.gz\n}\n",
-    );
-    t.file("install.amd/vmlinuz", "debian kernel");
-    t.file("install.amd/initrd.gz", "debian text initrd");
-    t.file("install.amd/gtk/initrd.gz", "debian gtk initrd");
-    let p = t.mkisofs(&[
-        "-R",
-        "-J",
-        "-V",
-        "Debian 12.8.0 amd64 n",
-        "-isohybrid-mbr",
-        "/usr/lib/ISOLINUX/isohdpfx.bin",
-        "-b",
-        "isolinux/isolinux.bin",
-        "-c",
-        "isolinux/boot.cat",
-        "-no-emul-boot",
-        "-boot-load-size",
-        "4",
-        "-boot-info-table",
-    ]);
-    (t, p)
-}
-
 #[test]
 fn debian_netinst_menu_default_through_includes() {
-    let (_t, path) = debian_netinst();
-    let iso = Iso::open(&path).unwrap();
+    let (_d, f) = fixture(|d| iso::fixtures::debian_netinst(d, b"debian kernel", b"debian initrd"));
+    let iso = Iso::open(&f.path).unwrap();
     let b = discover_boot(&iso, &BootChoice::default()).unwrap();
     assert_eq!(b.source, BootSource::Isolinux);
     assert_eq!(b.label, "installgui");
@@ -337,10 +140,12 @@ fn debian_netinst_menu_default_through_includes() {
     );
     assert_eq!(b.kernel.path, "/install.amd/vmlinuz");
     assert_eq!(b.initrds.len(), 1);
+    assert_eq!(b.initrds[0].path, "/install.amd/gtk/initrd.gz");
     assert_eq!(
         iso.read_file(&b.initrds[0].entry, 100).unwrap(),
-        b"debian gtk initrd"
+        b"debian initrd"
     );
+    assert_eq!((b.label.as_str(), b.cmdline.as_str()), (f.label, f.cmdline));
 
     let text = discover_boot(&iso, &choice(Some("install"), Some("console=ttyS0"))).unwrap();
     assert_eq!(
@@ -373,32 +178,8 @@ fn debian_netinst_menu_default_through_includes() {
 
 #[test]
 fn grub_mkrescue_iso_with_submenu_and_default_index() {
-    let t = Tree::new();
-    t.file(
-        "boot/grub/grub.cfg",
-        r#"set timeout=5
-set default="1"
-set stage2="inst.stage2=hd:LABEL=Rocky-9-3-x86_64-dvd"
-menuentry 'Test this media & install Rocky Linux 9' --class rocky {
-	linux /images/pxeboot/vmlinuz $stage2 rd.live.check quiet
-	initrd /images/pxeboot/initrd.img
-}
-menuentry 'Install Rocky Linux 9' --class rocky $menuentry_id_option 'install' {
-	linux ($root)/images/pxeboot/vmlinuz ${stage2} quiet
-	initrd /images/pxeboot/initrd.img /images/pxeboot/extra.img
-}
-submenu 'Troubleshooting -->' {
-	menuentry 'Rescue a Rocky Linux system' {
-		linux /images/pxeboot/vmlinuz $stage2 inst.rescue quiet
-		initrd /images/pxeboot/initrd.img
-	}
-}
-"#,
-    );
-    t.file("images/pxeboot/vmlinuz", "rocky kernel");
-    t.file("images/pxeboot/initrd.img", "rocky initrd");
-    t.file("images/pxeboot/extra.img", "extra");
-    let path = t.grub_mkrescue("Rocky-9-3-x86_64-dvd");
+    let (_d, f) = fixture(|d| iso::fixtures::grub_rescue(d, b"rocky kernel", b"rocky initrd"));
+    let path = f.path.clone();
     let iso = Iso::open(&path).unwrap();
     assert_eq!(iso.volume_id(), "Rocky-9-3-x86_64-dvd");
     let cat = iso
@@ -414,10 +195,9 @@ submenu 'Troubleshooting -->' {
     assert_eq!(b.label, "Install Rocky Linux 9");
     assert_eq!(b.cmdline, "inst.stage2=hd:LABEL=Rocky-9-3-x86_64-dvd quiet");
     let initrds: Vec<&str> = b.initrds.iter().map(|f| f.path.as_str()).collect();
-    assert_eq!(
-        initrds,
-        ["/images/pxeboot/initrd.img", "/images/pxeboot/extra.img"]
-    );
+    assert_eq!(initrds, ["/images/pxeboot/initrd.img"]);
+    assert_eq!(b.read_kernel(&iso).unwrap(), b"rocky kernel");
+    assert_eq!((b.label.as_str(), b.cmdline.as_str()), (f.label, f.cmdline));
     let check = discover_boot(
         &iso,
         &choice(Some("Test this media & install Rocky Linux 9"), None),
@@ -480,10 +260,11 @@ fn grub_braces_on_their_own_line_and_functions_are_followed() {
          set default=install\n\
          menuentry 'Rescue' --id rescue\n{\n  linux /vmlinuz rescue\n}\n\
          menuentry 'Install' --id=install\n{\n  if [ x$a = xb ]; then\n    set x=1\n  fi\n\
-         \x20 linux /vmlinuz inst.text\n  initrd /initrd.img\n}\n",
+         \x20 linux /vmlinuz inst.text\n  initrd /initrd.img /extra.img\n}\n",
     );
     t.file("vmlinuz", "k");
     t.file("initrd.img", "i");
+    t.file("extra.img", "extra");
     let iso = Iso::open(t.mkisofs(&["-R"])).unwrap();
     let menus = iso::boot::menus(&iso).unwrap();
     let labels: Vec<&str> = menus[0]
@@ -499,8 +280,10 @@ fn grub_braces_on_their_own_line_and_functions_are_followed() {
         ("install", "inst.text")
     );
     assert_eq!(b.read_kernel(&iso).unwrap(), b"k");
-    // Initrds are padded to 4 bytes each when concatenated.
-    assert_eq!(b.read_initrd(&iso).unwrap(), b"i\0\0\0");
+    // Initrds load in order, each padded to 4 bytes when concatenated.
+    let initrds: Vec<&str> = b.initrds.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(initrds, ["/initrd.img", "/extra.img"]);
+    assert_eq!(b.read_initrd(&iso).unwrap(), b"i\0\0\0extra\0\0\0");
     let shown = b.to_string();
     assert!(
         shown.contains("grub entry \"install\"") && shown.contains("/initrd.img"),

@@ -50,25 +50,6 @@ impl Tree {
         assert!(st.success(), "xorriso failed");
         out
     }
-
-    /// Run grub-mkrescue (BIOS platform) on the tree.
-    pub fn grub_mkrescue(&self, volid: &str) -> PathBuf {
-        fs::create_dir_all(self.root()).unwrap();
-        let out = self.dir.path().join("grub.iso");
-        let o = Command::new("grub-mkrescue")
-            .arg("-o")
-            .arg(&out)
-            .arg(self.root())
-            .args(["--", "-volid", volid])
-            .output()
-            .expect("grub-mkrescue runs");
-        assert!(
-            o.status.success(),
-            "grub-mkrescue: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        out
-    }
 }
 
 /// Logical block address xorriso reports for a file on an image (the oracle for extents).
