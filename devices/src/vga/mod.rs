@@ -2,9 +2,9 @@
 //! 0xA0000–0xBFFFF window with 80×25 text mode, and a [`vnc::Framebuffer`] view of the screen.
 //!
 //! Interface for the VMM / PCI device (1234:1111, class 0x0300):
-//! - **VRAM** is handed in as a [`Vram`] (e.g. 16 MiB). The VMM puts it behind PCI BAR0 as a KVM
-//!   memory slot and reports guest writes through [`Vram::take_dirty`] (KVM dirty log), or uses
-//!   [`Vga::vram_bar`] to trap BAR0 accesses instead.
+//! - **VRAM** is handed in as a [`Vram`] (e.g. 16 MiB). The VMM maps a [`RegionVram`] behind PCI
+//!   BAR0 as a KVM memory slot and passes a closure reading the slot's dirty log, or traps BAR0
+//!   with [`Vga::vram_bar`] over a [`HeapVram`].
 //! - **Ports**: [`Vga::dispi_ports`] at 0x1CE (2 ports: index, data; 16-bit accesses) and
 //!   [`Vga::vga_ports`] at 0x3C0 (0x20 ports).
 //! - **Legacy window**: [`Vga::legacy_window`] as MMIO at 0xA0000 (0x20000 bytes): text mode
@@ -31,7 +31,7 @@ use crate::bus::BusDevice;
 use dispi::{Dispi, Effect, Mode};
 use regs::VgaRegs;
 use text::TextSnapshot;
-pub use vram::{HeapVram, Vram};
+pub use vram::{HeapVram, RegionVram, Vram};
 
 /// Size of the legacy window at 0xA0000.
 pub const LEGACY_WINDOW_LEN: u64 = 0x20000;
