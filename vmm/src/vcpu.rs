@@ -220,6 +220,7 @@ pub fn run(
         let regs = dump_registers(fd);
         let _ = events.send(VmEvent::Fatal(format!("vCPU {index}: {why}\n{regs}")));
     };
+    log::debug!("vCPU {index}: entering the guest");
     while !stop.load(Ordering::Acquire) {
         let exit = match fd.run() {
             Ok(e) => e,

@@ -1,5 +1,16 @@
 //! Building and running one VM: KVM set-up, memory, the legacy PC devices, vCPUs, and the
 //! loop that waits for the event that ends the VM.
+//!
+//! # Adding a device
+//! Between [`Vm::build`] and [`Vm::run`] (see `crate::run`), with the config's new fields:
+//! - port I/O or MMIO: `vm.buses.pio` / `vm.buses.mmio` (`write()` the lock, then
+//!   `insert(device, base, len)`); exits in that range reach the device from any vCPU thread;
+//! - a legacy interrupt: `vm.irq.irqfd(gsi)` gives an eventfd wired to IOAPIC pin `gsi`;
+//! - PCI: build the device with [`crate::pci::KvmMsi`] (`KvmMsi::new(vm.irq.clone(), n)`),
+//!   [`crate::pci::KvmIntx`] and [`crate::pci::KvmIoEvents`], then
+//!   `vm.pci.lock().add_device(dev)` assigns its slot and BARs;
+//! - memory outside RAM (VRAM): `vm.slots.add_region(addr, size, true)` maps it, and
+//!   `vm.slots.dirty_log(&region)` returns the pages written since the last call.
 
 use std::fs::File;
 use std::io::Write;
