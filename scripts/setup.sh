@@ -13,6 +13,8 @@ need_pkgs+=(console-setup-linux locales x11proto-dev xvfb tigervnc-viewer novnc 
 need_pkgs+=(e2fsprogs file xz-utils zstd dpkg)
 # iso: udev's cdrom_id is the oracle for how udev sees the CD-ROM (vhost_scsi test).
 need_pkgs+=(udev)
+# tests: gcc/binutils build the test guests; script(1) gives rvmm a terminal in a test.
+need_pkgs+=(bsdutils)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -208,15 +208,35 @@ pub fn parse_num(s: &str) -> Option<u64> {
 
 type StopFn = Box<dyn Fn(&str) -> bool + Send>;
 
+/// Something done to a running monitor once the serial output contains a trigger.
+enum Action {
+    Send(Vec<u8>),
+    Signal(i32),
+}
+
 /// A monitor invocation (rvmm or QEMU) with a timeout; build with [`rvmm`] or [`qemu`].
 pub struct Vm {
     program: PathBuf,
     args: Vec<OsString>,
     timeout: Duration,
     stop_when: Option<StopFn>,
-    sends: Vec<(String, Vec<u8>)>,
+    actions: Vec<(String, Action)>,
     serial: Option<String>,
     qemu: bool,
+}
+
+/// Any other program run with the same harness (no implied arguments), e.g. `script` to give
+/// rvmm a terminal.
+pub fn command(program: impl Into<PathBuf>) -> Vm {
+    Vm {
+        program: program.into(),
+        args: Vec::new(),
+        timeout: Duration::from_secs(30),
+        stop_when: None,
+        actions: Vec::new(),
+        serial: None,
+        qemu: false,
+    }
 }
 
 /// An rvmm run with `--serial stdio` (serial on stdout, logs on stderr; see [`Vm::serial`]).
@@ -226,7 +246,7 @@ pub fn rvmm() -> Vm {
         args: Vec::new(),
         timeout: Duration::from_secs(30),
         stop_when: None,
-        sends: Vec::new(),
+        actions: Vec::new(),
         serial: Some("stdio".into()),
         qemu: false,
     }
@@ -257,7 +277,7 @@ pub fn qemu() -> Vm {
         args: args.iter().map(OsString::from).collect(),
         timeout: Duration::from_secs(60),
         stop_when: None,
-        sends: Vec::new(),
+        actions: Vec::new(),
         serial: None,
         qemu: true,
     }
@@ -332,7 +352,15 @@ impl Vm {
     /// Write `bytes` to the monitor's stdin (the guest's serial input) once the serial output
     /// contains `trigger`. Sends happen in the order given; stdin is closed after the last one.
     pub fn send_when(mut self, trigger: &str, bytes: &[u8]) -> Self {
-        self.sends.push((trigger.to_owned(), bytes.to_owned()));
+        self.actions
+            .push((trigger.to_owned(), Action::Send(bytes.to_owned())));
+        self
+    }
+
+    /// Send signal `sig` (e.g. `libc::SIGTERM`) to the monitor once the serial output contains
+    /// `trigger` (in order with [`Vm::send_when`] actions).
+    pub fn signal_when(mut self, trigger: &str, sig: i32) -> Self {
+        self.actions.push((trigger.to_owned(), Action::Signal(sig)));
         self
     }
 
@@ -340,16 +368,21 @@ impl Vm {
     /// cannot be started.
     pub fn run(self) -> Outcome {
         let start = Instant::now();
+        let mut sends_left = self
+            .actions
+            .iter()
+            .filter(|a| matches!(a.1, Action::Send(_)))
+            .count();
         let mut args = self.args.clone();
         if let Some(spec) = &self.serial {
             args.extend(["--serial".into(), spec.into()]);
         }
         let mut child = Command::new(&self.program)
             .args(&args)
-            .stdin(if self.sends.is_empty() {
-                Stdio::null()
-            } else {
+            .stdin(if sends_left > 0 {
                 Stdio::piped()
+            } else {
+                Stdio::null()
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -374,7 +407,7 @@ impl Vm {
             ),
         ];
         let mut stdin = child.stdin.take();
-        let mut sends = self.sends.into_iter().peekable();
+        let mut actions = self.actions.into_iter().peekable();
         let (mut timed_out, mut stopped) = (false, false);
         let status = loop {
             match child.try_wait() {
@@ -384,21 +417,31 @@ impl Vm {
             }
             if start.elapsed() > self.timeout {
                 timed_out = true;
-            } else if self.stop_when.is_some() || sends.peek().is_some() {
+            } else if self.stop_when.is_some() || actions.peek().is_some() {
                 let text = clean(&serial.lock().map(|s| s.clone()).unwrap_or_default());
                 if let Some(f) = &self.stop_when {
                     stopped = f(&text);
                 }
-                if sends
+                if actions
                     .peek()
                     .is_some_and(|(trigger, _)| text.contains(trigger.as_str()))
                 {
-                    if let (Some((_, bytes)), Some(pipe)) = (sends.next(), stdin.as_mut()) {
-                        use std::io::Write;
-                        // A monitor that stopped reading must not fail the harness.
-                        let _ = pipe.write_all(&bytes).and_then(|_| pipe.flush());
+                    match actions.next().map(|a| a.1) {
+                        Some(Action::Send(bytes)) => {
+                            sends_left -= 1;
+                            if let Some(pipe) = stdin.as_mut() {
+                                use std::io::Write;
+                                // A monitor that stopped reading must not fail the harness.
+                                let _ = pipe.write_all(&bytes).and_then(|_| pipe.flush());
+                            }
+                        }
+                        Some(Action::Signal(sig)) => {
+                            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+                            unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+                        }
+                        None => {}
                     }
-                    if sends.peek().is_none() {
+                    if sends_left == 0 {
                         stdin = None;
                     }
                 }
