@@ -257,3 +257,13 @@ fn relocatable_bzimage_loads_at_pref_address() {
         out.report()
     );
 }
+
+#[test]
+fn memory_as_a_plain_number_is_mib() {
+    let out = rvmm()
+        .kernel(guest_image("bootcheck", Format::BzImage))
+        .memory("1024")
+        .run();
+    out.assert_pass();
+    assert_contract_memory(&out, GIB);
+}

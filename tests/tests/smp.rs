@@ -46,3 +46,15 @@ fn one_cpu_has_no_aps() {
         out.report()
     );
 }
+
+#[test]
+fn eight_cpus() {
+    let out = rvmm().kernel(guest("smp")).cpus(8).run();
+    out.assert_pass();
+    assert_eq!(
+        out.field_u64("smp: ", "cpus_online"),
+        Some(8),
+        "{}",
+        out.report()
+    );
+}
