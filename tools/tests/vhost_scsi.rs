@@ -308,3 +308,108 @@ fn debian_kernel_mounts_the_iso_from_rvmm_vhost_scsi() {
         assert!(!log.contains(bad), "console shows {bad:?}:\n{log}");
     }
 }
+
+const INSTALLER_SCRIPT: &str = r#"
+echo "CMDLINE $(cat /proc/cmdline)"
+for i in $(seq 1 100); do [ -b /dev/sr0 ] && break; sleep 0.1; done
+# What dracut does with inst.stage2=hd:LABEL=…: decode the \xHH escapes, find the device.
+raw=$(sed -n 's/.*inst\.stage2=hd:LABEL=\([^ ]*\).*/\1/p' /proc/cmdline)
+label=$(printf "$raw")
+echo "DECODED-LABEL=$label"
+dev=$(findfs "LABEL=$label")
+echo "STAGE2-DEV=$dev"
+mount -t iso9660 -o ro "$dev" /mnt || echo "MOUNT-FAILED"
+[ -f /mnt/.treeinfo ] && echo "TREEINFO-FOUND"
+cmp /mnt/isolinux/vmlinuz /mnt/images/pxeboot/vmlinuz && echo "KERNELS-SAME"
+umount /mnt
+echo "GUEST-DONE"
+"#;
+
+/// The `rvmm --cdrom` path with QEMU standing in for the VMM: a CentOS 7 style ISO (made by
+/// `iso::fixtures`) whose kernel and initrd are the Debian test kernel and initramfs; our
+/// discovery picks the install entry (not the media-check default), the kernel and initrd are
+/// read out of the ISO by our reader, and the guest, booted with the discovered command line,
+/// finds its stage2 by the escaped label on the CD served by `rvmm-vhost scsi`.
+#[test]
+fn centos_style_iso_boots_its_install_entry_and_finds_its_label() {
+    let s = Scratch::new("vhost-scsi-installer");
+    std::fs::write(s.path("test.sh"), INSTALLER_SCRIPT).unwrap();
+    let out = run_ok(
+        Command::new(repo().join("scripts/assets.sh"))
+            .arg("initrd")
+            .arg(s.path("initrd.gz"))
+            .arg(s.path("test.sh")),
+    );
+    let kernel = out
+        .lines()
+        .find_map(|l| l.strip_prefix("KERNEL="))
+        .expect("assets.sh prints KERNEL=")
+        .to_string();
+    let kernel_bytes = std::fs::read(&kernel).unwrap();
+    let initrd_bytes = std::fs::read(s.path("initrd.gz")).unwrap();
+    let fixture = iso::fixtures::centos7(&s.0, &kernel_bytes, &initrd_bytes, true).unwrap();
+
+    let image = iso::Iso::open(&fixture.path).unwrap();
+    let choice = iso::BootChoice {
+        entry: None,
+        append: Some("console=ttyS0 panic=-1".into()),
+    };
+    let boot = iso::discover_boot(&image, &choice).unwrap();
+    assert_eq!(boot.label, "linux", "{boot}");
+    let k = boot.read_kernel(&image).unwrap();
+    assert!(k == kernel_bytes, "kernel read from the ISO differs");
+    let i = boot.read_initrd(&image).unwrap();
+    assert_eq!(&i[..initrd_bytes.len()], &initrd_bytes[..]);
+    std::fs::write(s.path("k"), &k).unwrap();
+    std::fs::write(s.path("i"), &i).unwrap();
+
+    let sock = s.path("scsi.sock");
+    let mut vhost = serve(&sock, &fixture.path);
+    let serial = s.path("serial.log");
+    let mut qemu = Proc(
+        Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-m", "512M", "-smp", "1"])
+            .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
+            .args(["-numa", "node,memdev=mem"])
+            .arg("-kernel")
+            .arg(s.path("k"))
+            .arg("-initrd")
+            .arg(s.path("i"))
+            .arg("-append")
+            .arg(&boot.cmdline)
+            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-chardev")
+            .arg(format!("socket,id=c,path={}", sock.display()))
+            .args(["-device", "vhost-user-scsi-pci,chardev=c"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start qemu-system-x86_64"),
+    );
+    let st = qemu.wait_timeout(Duration::from_secs(120));
+    let log = std::fs::read_to_string(&serial).unwrap_or_default();
+    let mut qerr = String::new();
+    if let Some(e) = qemu.0.stderr.as_mut() {
+        let _ = e.read_to_string(&mut qerr);
+    }
+    assert!(
+        st.is_some(),
+        "guest did not power off in 120 s; console:\n{log}\n{qerr}"
+    );
+    expect_clean_exit(&mut vhost, &qerr);
+    for want in [
+        r"CMDLINE initrd=initrd.img inst.stage2=hd:LABEL=CentOS\x207\x20x86_64 quiet console=ttyS0",
+        "DECODED-LABEL=CentOS 7 x86_64",
+        "STAGE2-DEV=/dev/sr0",
+        "TREEINFO-FOUND",
+        "KERNELS-SAME",
+        "GUEST-DONE",
+        "RVMM-TEST-EXIT=0",
+    ] {
+        assert!(log.contains(want), "console lacks {want:?}:\n{log}");
+    }
+    assert!(!log.contains("rd.live.check"), "media check chosen:\n{log}");
+    assert!(!log.contains("MOUNT-FAILED"), "{log}");
+}
