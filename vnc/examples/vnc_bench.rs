@@ -203,13 +203,15 @@ fn main() {
     let mut server = VncServer::new(fb.clone(), Arc::new(NoInput), VncServerOptions::default());
     let ours = server.listen("127.0.0.1:0").expect("listen").to_string();
     let stop = Arc::new(AtomicBool::new(false));
-    let (fb2, stop2) = (fb.clone(), stop.clone());
+    let last_toggle = Arc::new(Mutex::new(Instant::now()));
+    let (fb2, stop2, last2) = (fb.clone(), stop.clone(), last_toggle.clone());
     let toggler = std::thread::spawn(move || {
         while !stop2.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(500));
             let mut p = fb2.lock().unwrap_or_else(|e| e.into_inner());
             p.on = !p.on;
             p.dirty = Dirty::Rects(vec![BLOCK]);
+            *last2.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         }
     });
 
@@ -278,6 +280,25 @@ fn main() {
             o.small_bytes / q.small_bytes
         );
     }
+    // Frame latency: framebuffer write to complete receipt at the client (rvmm only: QEMU's
+    // guest-side write time is not observable from outside).
+    let mut c = connect(&ours);
+    c.set_encodings(&[enc::ZRLE]).expect("SetEncodings");
+    c.request(false).expect("request");
+    c.read_update().expect("update");
+    let mut lat = Vec::new();
+    while lat.len() < 8 {
+        c.request(true).expect("request");
+        c.read_update().expect("update");
+        let t = *last_toggle.lock().unwrap_or_else(|e| e.into_inner());
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mean = lat.iter().sum::<f64>() / lat.len() as f64;
+    let max = lat.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "frame latency (write -> client receipt, ZRLE, poll interval {} ms): mean {mean:.1} ms, max {max:.1} ms",
+        VncServerOptions::default().poll_interval.as_millis()
+    );
     stop.store(true, Ordering::SeqCst);
     let _ = toggler.join();
     drop(qemu);
