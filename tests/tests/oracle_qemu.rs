@@ -304,3 +304,17 @@ fn rtc_reads_a_plausible_time() {
         .unwrap_or(0);
     assert!(year >= 2024, "{}", out.report());
 }
+
+#[test]
+fn bootcheck_probes_ram_above_4g() {
+    // 5 GiB on i440FX: 3 GiB below the hole, 2 GiB from 4 GiB up; the guest writes and reads
+    // both ends of the high range through the library's 4-64 GiB mapping.
+    let out = qemu().kernel(guest("bootcheck")).memory("5G").run();
+    out.assert_pass();
+    assert_eq!(
+        out.field_u64("e820: high_ram_probe", "ok"),
+        Some(1),
+        "{}",
+        out.report()
+    );
+}

@@ -205,6 +205,27 @@ static void check_acpi(void)
 	check(acpi_find_table("FACP", 0) != 0, "no valid FADT");
 	check(acpi_find_table("APIC", 0) != 0, "no valid MADT");
 	check(acpi_find_table("DSDT", 0) != 0, "no valid DSDT");
+	u64 fadt = acpi_find_table("FACP", 0);
+	if (fadt) {
+		u32 len = mmio_read32(fadt + 4);
+		u32 pm_tmr = mmio_read32(fadt + 76);
+		u32 flags = len >= 116 ? mmio_read32(fadt + 112) : 0;
+		printf("fadt: sci_int=%u pm1a_evt=%#x pm1a_cnt=%#x pm_tmr=%#x flags=%#x s5=%d\n", mmio_read16(fadt + 46),
+		       mmio_read32(fadt + 56), mmio_read32(fadt + 64), pm_tmr, flags,
+		       acpi_s5_slp_typ(acpi_find_table("DSDT", 0)));
+		check(acpi_s5_slp_typ(acpi_find_table("DSDT", 0)) >= 0, "the DSDT has no _S5 object");
+		if (len >= 148 && mmio_read64(fadt + 140))
+			check(mmio_read64(fadt + 140) == mmio_read32(fadt + 40) || !mmio_read32(fadt + 40),
+			      "FADT DSDT and X_DSDT disagree");
+		if (pm_tmr) {
+			/* An advertised ACPI PM timer (3.579545 MHz) must tick: Linux calibrates with it. */
+			u32 t0 = inl((u16)pm_tmr) & 0xffffff;
+			delay_us(2000);
+			u32 t1 = inl((u16)pm_tmr) & 0xffffff;
+			printf("fadt: pm_tmr_delta=%u\n", (t1 - t0) & 0xffffff);
+			check(t1 != t0, "the ACPI PM timer at %#x does not tick", pm_tmr);
+		}
+	}
 	struct madt_info m;
 	if (!madt_parse(&m)) {
 		printf("madt: cpus=%d lapic=%#lx ioapics=%d ioapic=%#lx irq0_gsi=%u\n", m.nr_cpus, m.lapic_addr,
