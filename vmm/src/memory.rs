@@ -1,7 +1,7 @@
 //! Guest RAM: anonymous (optionally huge-page) mappings laid out around the PCI hole and
 //! registered with KVM, plus extra slots (for example VRAM with dirty logging).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
@@ -52,11 +52,43 @@ pub fn create_guest_memory(mem_size: u64, hugepages: bool) -> Result<GuestMemory
     GuestMemoryMmap::from_regions(regions).context("cannot assemble the guest memory map")
 }
 
-/// Hands out KVM memory slot numbers and registers regions.
-pub struct MemorySlots {
-    vm: Arc<VmFd>,
+/// Page size of KVM's dirty bitmaps.
+pub const DIRTY_PAGE_SIZE: usize = 4096;
+
+/// Turn a KVM dirty bitmap (one bit per 4 KiB page, LSB first) of a region of `size` bytes
+/// into merged byte ranges `(start, end)`.
+pub fn dirty_ranges(bitmap: &[u64], size: usize) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (w, bits) in bitmap.iter().enumerate() {
+        let mut b = *bits;
+        while b != 0 {
+            let bit = b.trailing_zeros() as usize;
+            b &= b - 1;
+            let start = (w * 64 + bit) * DIRTY_PAGE_SIZE;
+            if start >= size {
+                break;
+            }
+            let end = (start + DIRTY_PAGE_SIZE).min(size);
+            match out.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => out.push((start, end)),
+            }
+        }
+    }
+    out
+}
+
+struct SlotState {
     next: u32,
     max: u32,
+}
+
+/// Hands out KVM memory slot numbers and registers regions. Cheap to clone: clones share the
+/// slot allocator, so a device (for example a VGA BAR being moved) can hold one.
+#[derive(Clone)]
+pub struct MemorySlots {
+    vm: Arc<VmFd>,
+    state: Arc<Mutex<SlotState>>,
 }
 
 /// An extra region mapped into the guest outside RAM.
@@ -71,18 +103,32 @@ pub struct ExtraRegion {
     pub dirty_log: bool,
 }
 
+impl ExtraRegion {
+    fn flags(&self) -> u32 {
+        if self.dirty_log {
+            KVM_MEM_LOG_DIRTY_PAGES
+        } else {
+            0
+        }
+    }
+}
+
 impl MemorySlots {
     /// Slot allocator for `vm`, which supports `max` slots.
     pub fn new(vm: Arc<VmFd>, max: u32) -> Self {
-        Self { vm, next: 0, max }
+        Self {
+            vm,
+            state: Arc::new(Mutex::new(SlotState { next: 0, max })),
+        }
     }
 
-    fn alloc(&mut self) -> Result<u32> {
-        if self.next >= self.max {
-            bail!("out of KVM memory slots ({} in use)", self.next);
+    fn alloc(&self) -> Result<u32> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.next >= s.max {
+            bail!("out of KVM memory slots ({} in use)", s.next);
         }
-        self.next += 1;
-        Ok(self.next - 1)
+        s.next += 1;
+        Ok(s.next - 1)
     }
 
     fn set(&self, slot: u32, guest_addr: u64, size: u64, host: u64, flags: u32) -> Result<()> {
@@ -101,7 +147,7 @@ impl MemorySlots {
     }
 
     /// Register every region of guest RAM.
-    pub fn register_ram(&mut self, mem: &GuestMemoryMmap) -> Result<()> {
+    pub fn register_ram(&self, mem: &GuestMemoryMmap) -> Result<()> {
         for r in mem.iter() {
             let slot = self.alloc()?;
             let host = r.as_ptr() as u64;
@@ -112,36 +158,26 @@ impl MemorySlots {
 
     /// Map `size` bytes of fresh anonymous memory at `guest_addr` (for example VRAM),
     /// with KVM dirty-page logging if `dirty_log`.
-    pub fn add_region(
-        &mut self,
-        guest_addr: u64,
-        size: usize,
-        dirty_log: bool,
-    ) -> Result<ExtraRegion> {
+    pub fn add_region(&self, guest_addr: u64, size: usize, dirty_log: bool) -> Result<ExtraRegion> {
         let mapping = Arc::new(map_anonymous(size, false)?);
-        let slot = self.alloc()?;
-        let flags = if dirty_log {
-            KVM_MEM_LOG_DIRTY_PAGES
-        } else {
-            0
-        };
-        self.set(
-            slot,
-            guest_addr,
-            size as u64,
-            mapping.as_ptr() as u64,
-            flags,
-        )?;
-        Ok(ExtraRegion {
-            slot,
+        let region = ExtraRegion {
+            slot: self.alloc()?,
             guest_addr,
             mapping,
             dirty_log,
-        })
+        };
+        self.set(
+            region.slot,
+            guest_addr,
+            size as u64,
+            region.mapping.as_ptr() as u64,
+            region.flags(),
+        )?;
+        Ok(region)
     }
 
     /// Remove an extra region from the guest (the slot number is not reused).
-    pub fn remove_region(&mut self, region: &ExtraRegion) -> Result<()> {
+    pub fn remove_region(&self, region: &ExtraRegion) -> Result<()> {
         self.set(
             region.slot,
             region.guest_addr,
@@ -149,6 +185,25 @@ impl MemorySlots {
             region.mapping.as_ptr() as u64,
             0,
         )
+    }
+
+    /// Move `region` to `new_addr` (for example when the guest reprograms a BAR): KVM needs
+    /// the slot deleted and created again at the new address.
+    pub fn move_region(&self, region: &mut ExtraRegion, new_addr: u64) -> Result<()> {
+        if region.guest_addr == new_addr {
+            return Ok(());
+        }
+        self.remove_region(region)?;
+        let size = region.mapping.size() as u64;
+        self.set(
+            region.slot,
+            new_addr,
+            size,
+            region.mapping.as_ptr() as u64,
+            region.flags(),
+        )?;
+        region.guest_addr = new_addr;
+        Ok(())
     }
 
     /// The dirty-page bitmap of `region` since the last call (one bit per 4 KiB page).
@@ -160,12 +215,68 @@ impl MemorySlots {
             .get_dirty_log(region.slot, region.mapping.size())
             .with_context(|| format!("KVM_GET_DIRTY_LOG on slot {} failed", region.slot))
     }
+
+    /// A closure returning the byte ranges of `region` the guest wrote since the previous call
+    /// (`None` if KVM cannot tell, meaning "assume everything"), for display models.
+    pub fn dirty_source(
+        &self,
+        region: &ExtraRegion,
+    ) -> impl FnMut() -> Option<Vec<(usize, usize)>> + Send + 'static {
+        let vm = self.vm.clone();
+        let (slot, size, logged) = (region.slot, region.mapping.size(), region.dirty_log);
+        move || {
+            if !logged {
+                return None;
+            }
+            match vm.get_dirty_log(slot, size) {
+                Ok(bitmap) => Some(dirty_ranges(&bitmap, size)),
+                Err(e) => {
+                    log::debug!("KVM_GET_DIRTY_LOG on slot {slot} failed: {e}");
+                    None
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use vm_memory::Bytes;
+
+    #[test]
+    fn dirty_bitmaps_become_merged_byte_ranges() {
+        assert_eq!(dirty_ranges(&[0], 1 << 20), vec![]);
+        // Pages 0, 1, 2 and 5 dirty; page 64 (second word) too.
+        assert_eq!(
+            dirty_ranges(&[0b100111, 1], 1 << 20),
+            vec![(0, 3 * 4096), (5 * 4096, 6 * 4096), (64 * 4096, 65 * 4096)]
+        );
+        // Bits past the region's end are ignored and the last page is clipped.
+        assert_eq!(dirty_ranges(&[0b11], 4096 + 100), vec![(0, 4196)]);
+        assert_eq!(dirty_ranges(&[u64::MAX], 2 * 4096), vec![(0, 8192)]);
+    }
+
+    #[test]
+    fn extra_regions_register_move_and_report_dirty_pages_with_kvm() {
+        let kvm = kvm_ioctls::Kvm::new().expect("this test needs /dev/kvm");
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        let slots = MemorySlots::new(vm, 32);
+        let ram = create_guest_memory(16 << 20, false).unwrap();
+        slots.register_ram(&ram).unwrap();
+        let mut vram = slots.add_region(0xc000_0000, 1 << 20, true).unwrap();
+        assert_eq!(vram.slot, 1);
+        let mut dirty = slots.dirty_source(&vram);
+        // Nothing ran, so nothing is dirty.
+        assert_eq!(dirty(), Some(vec![]));
+        assert!(slots.dirty_log(&vram).unwrap().iter().all(|w| *w == 0));
+        slots.move_region(&mut vram, 0xc100_0000).unwrap();
+        assert_eq!(vram.guest_addr, 0xc100_0000);
+        slots.remove_region(&vram).unwrap();
+        let plain = slots.add_region(0xd000_0000, 4096, false).unwrap();
+        assert!(slots.dirty_log(&plain).is_err());
+        assert_eq!(slots.dirty_source(&plain)(), None);
+    }
 
     #[test]
     fn ram_above_3g_goes_above_4g_and_is_readable() {

@@ -9,8 +9,10 @@
 //! - PCI: build the device with [`crate::pci::KvmMsi`] (`KvmMsi::new(vm.irq.clone(), n)`),
 //!   [`crate::pci::KvmIntx`] and [`crate::pci::KvmIoEvents`], then
 //!   `vm.pci.lock().add_device(dev)` assigns its slot and BARs;
-//! - memory outside RAM (VRAM): `vm.slots.add_region(addr, size, true)` maps it, and
-//!   `vm.slots.dirty_log(&region)` returns the pages written since the last call.
+//! - memory outside RAM (VRAM): `vm.slots.add_region(addr, size, true)` maps it (hand
+//!   `region.mapping` to the device), `vm.slots.dirty_source(&region)` is a closure giving the
+//!   byte ranges the guest wrote since the last call, and a clone of `vm.slots` can
+//!   `move_region` when the guest moves the BAR.
 
 use std::fs::File;
 use std::io::Write;
@@ -150,7 +152,7 @@ impl Vm {
 
         let memory = crate::memory::create_guest_memory(cfg.mem_size, cfg.hugepages)?;
         let max_slots = u32::try_from(kvm.get_nr_memslots()).unwrap_or(32);
-        let mut slots = MemorySlots::new(fd.clone(), max_slots);
+        let slots = MemorySlots::new(fd.clone(), max_slots);
         slots.register_ram(&memory)?;
 
         let (events, events_rx) = mpsc::channel();
