@@ -150,7 +150,11 @@ fn bzimage_64bit_entry_and_boot_params() {
     assert_contract_memory(&out, 512 * MIB);
     assert_contract_acpi(&out);
     assert_eq!(out.field_u64("madt: ", "cpus"), Some(1), "{}", out.report());
-    assert_eq!(out.field_u64("fadt: ", "s5"), Some(5), "{}", out.report());
+    assert!(
+        out.field_u64("fadt: ", "pm1a_cnt").unwrap_or(0) != 0,
+        "{}",
+        out.report()
+    );
 }
 
 #[test]
