@@ -38,8 +38,9 @@ row() { # name unit ours theirs
 # (qemu-img bench has no random mode; rvmm-img's --random is shown against the pread reference).
 STRIDE=$((4096 * 104729))
 bench_case() { # name img count extra-flags...
-  local name=$1 img=$2 n=$3
+  local name=$1 img=$2 n=$3 fmt=${2##*.}
   shift 3
+  set -- -f "$fmt" "$@"
   local a b run=$img
   # Writes go to a copy so every case starts from the same image.
   if [[ " $* " == *" -w "* ]]; then run=$W/run.img; cp --reflink=auto "$img" "$run"; fi

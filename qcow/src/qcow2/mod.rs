@@ -295,11 +295,26 @@ impl Meta {
         let mut start = from.max(1);
         let mut c = start;
         let limit = (1u64 << 56) / self.cs();
+        // Refcounts claiming clusters far past the end of the file are garbage: give up rather
+        // than scan billions of them.
+        let file_end =
+            cx.f.metadata()
+                .map_err(io_err("stat image"))?
+                .len()
+                .div_ceil(self.cs());
+        let give_up = file_end.max(from) + 4 * self.rpb() + n;
         loop {
             if c >= limit {
                 return Err(BlockError::Invalid(
                     "image file would exceed 2^56 bytes".into(),
                 ));
+            }
+            if c > give_up {
+                self.failed = true;
+                return Err(BlockError::Corrupt(format!(
+                    "refcounts mark clusters far beyond the end of the file as used (cluster \
+                     {c}); run rvmm-img check -r all"
+                )));
             }
             if self.refcount(cx, c)? == 0 {
                 if c + 1 - start == n {
