@@ -14,27 +14,32 @@ use std::time::Duration;
 
 use vhost_blk_common::{assets, qemu_vhost_blk, run_ok, wait_socket, Proc, Scratch};
 
-/// (name, dd arguments, bytes moved)
-const WORKLOADS: &[(&str, &str, u64)] = &[
+/// (name, dd arguments, passes, bytes moved per pass). Enough passes that each run takes
+/// about a second or more: the guest clock (/proc/uptime) ticks in 10 ms steps.
+const WORKLOADS: &[(&str, &str, u32, u64)] = &[
     (
         "seq-write-1M",
         "if=/dev/zero of=/dev/vda bs=1M count=96 oflag=direct",
+        12,
         96 << 20,
     ),
     (
         "seq-read-1M",
         "if=/dev/vda of=/dev/null bs=1M count=96 iflag=direct",
+        12,
         96 << 20,
     ),
     (
         "write-4K",
-        "if=/dev/zero of=/dev/vda bs=4k count=6000 oflag=direct",
-        6000 * 4096,
+        "if=/dev/zero of=/dev/vda bs=4k count=20000 oflag=direct",
+        1,
+        20000 * 4096,
     ),
     (
         "read-4K",
-        "if=/dev/vda of=/dev/null bs=4k count=6000 iflag=direct",
-        6000 * 4096,
+        "if=/dev/vda of=/dev/null bs=4k count=20000 iflag=direct",
+        1,
+        20000 * 4096,
     ),
 ];
 const ROUNDS: usize = 3;
@@ -42,9 +47,10 @@ const ROUNDS: usize = 3;
 fn guest_script() -> String {
     let mut s = String::from("t() { cut -d' ' -f1 /proc/uptime; }\n");
     for round in 0..ROUNDS {
-        for (name, args, _) in WORKLOADS {
+        for (name, args, passes, _) in WORKLOADS {
             s += &format!(
-                "a=$(t); dd {args} 2>/dev/null; b=$(t); echo \"BENCH {name} {round} $a $b\"\n"
+                "a=$(t); for p in $(seq {passes}); do dd {args} 2>/dev/null; done; b=$(t); \
+                 echo \"BENCH {name} {round} $a $b\"\n"
             );
         }
     }
@@ -55,7 +61,7 @@ fn guest_script() -> String {
 fn parse(log: &str) -> Vec<f64> {
     WORKLOADS
         .iter()
-        .map(|(name, _, _)| {
+        .map(|(name, _, _, _)| {
             log.lines()
                 .filter_map(|l| l.strip_prefix("BENCH "))
                 .filter_map(|l| {
@@ -139,8 +145,8 @@ fn rvmm_vhost_blk_vs_qemu_storage_daemon() {
         "{:<14} {:>12} {:>22} {:>8}",
         "workload", "rvmm-vhost", "qemu-storage-daemon", "ratio"
     );
-    for (i, (name, _, bytes)) in WORKLOADS.iter().enumerate() {
-        let mb = *bytes as f64 / 1e6;
+    for (i, (name, _, passes, bytes)) in WORKLOADS.iter().enumerate() {
+        let mb = f64::from(*passes) * *bytes as f64 / 1e6;
         let (a, b) = (mb / r[i], mb / q[i]);
         println!("{name:<14} {a:>12.1} {b:>22.1} {:>8.2}", a / b);
     }
