@@ -453,3 +453,61 @@ fn wait_for_pattern(
     }
     panic!("{what}: pattern never appeared exactly (last mismatch count {last:?})");
 }
+
+/// Prints, for each of the first `n` text cells, its 16 glyph rows as hex bytes (a pixel is
+/// "on" when it is the foreground colour), one cell per line.
+const CELLS_PY: &str = r#"
+import sys
+from PIL import Image
+im = Image.open(sys.argv[1]).convert("RGB")
+px = im.load()
+fg = tuple(int(v) for v in sys.argv[3].split(","))
+for c in range(int(sys.argv[2])):
+    rows = []
+    for y in range(16):
+        b = 0
+        for x in range(8):
+            if px[c * 8 + x, y] == fg:
+                b |= 0x80 >> x
+        rows.append("%02x" % b)
+    print(" ".join(rows))
+"#;
+
+#[test]
+fn vnc_vncdotool_captures_vga_text_mode() {
+    if !have_vncdotool() {
+        eprintln!("skipping: vncdotool/Pillow not installed (scripts/setup.sh)");
+        return;
+    }
+    let message = "rvmm: VGA text mode";
+    let demo = Demo::start("", &["--text", message]);
+    let (_d, png) = tmp("text.png");
+    let out = vncdo(&demo.server(), None, &["capture", png.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "vncdo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cells = Command::new("python3")
+        .args(["-c", CELLS_PY])
+        .arg(&png)
+        .args([&message.len().to_string(), "255,255,255"])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&cells.stdout);
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        got.len(),
+        message.len(),
+        "{}",
+        String::from_utf8_lossy(&cells.stderr)
+    );
+    for (i, ch) in message.bytes().enumerate() {
+        let want = devices::vga::text::glyph(ch)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(got[i], want, "cell {i} ({:?})", ch as char);
+    }
+}

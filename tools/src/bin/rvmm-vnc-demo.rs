@@ -4,6 +4,9 @@
 //! pixel (x, y) is red `x*255/(w-1)`, green `y*255/(h-1)`, blue 255 on odd 32×32 checker
 //! squares; the bottom 32 rows are an animated bar (unless `--still`). Input events are
 //! printed to stdout, one per line (`key down 0x61 xt=-`, `pointer 10 20 1`).
+//!
+//! `--text MESSAGE` serves the std-VGA display model in 80×25 text mode instead, with MESSAGE
+//! written to the top-left cells (white on blue, attribute 0x1f) and the cursor off.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,9 @@ struct Args {
     /// Do not animate (the whole screen is the static pattern).
     #[arg(long)]
     still: bool,
+    /// Serve the VGA model in text mode showing this message instead of the pattern.
+    #[arg(long)]
+    text: Option<String>,
     /// Exit after this many seconds (0 = run until killed).
     #[arg(long, default_value_t = 0)]
     seconds: u64,
@@ -112,6 +118,40 @@ fn parse_size(s: &str) -> Result<(u16, u16)> {
     Ok((w, h))
 }
 
+/// Serve the std-VGA model in text mode with `message` on its first row.
+fn serve_text(listen: &vnc::config::VncListen, message: &str, seconds: u64) -> Result<()> {
+    use devices::bus::BusDevice;
+    use devices::vga::{HeapVram, Vga};
+    let vga = Vga::new(Box::new(HeapVram::new(16 << 20)));
+    let mut window = vga.legacy_window();
+    let mut ports = vga.vga_ports();
+    // Cursor off (CRTC 0x0A bit 5) so the cells show only glyphs.
+    ports.write(0x3d4 - 0x3c0, &[0x0a]);
+    ports.write(0x3d5 - 0x3c0, &[0x20]);
+    for (i, b) in message.bytes().take(80).enumerate() {
+        window.write(0x18000 + i as u64 * 2, &[b, 0x1f]);
+    }
+    let server = VncServer::from_config(
+        listen,
+        Arc::new(Mutex::new(vga.display())),
+        Arc::new(PrintInput),
+        VncServerOptions {
+            name: "rvmm-vnc-demo (VGA text)".into(),
+            ..Default::default()
+        },
+    )
+    .context("starting the VNC server")?;
+    for a in server.local_addrs() {
+        println!("listening on {a}");
+    }
+    let _ = std::io::stdout().flush();
+    let start = Instant::now();
+    while seconds == 0 || start.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = Args::parse();
@@ -120,6 +160,9 @@ fn main() -> Result<()> {
     let VncConfig::Listen(listen) = cfg else {
         bail!("--vnc none: nothing to serve");
     };
+    if let Some(msg) = &args.text {
+        return serve_text(&listen, msg, args.seconds);
+    }
     let pattern = Arc::new(Mutex::new(Pattern {
         w,
         h,
