@@ -159,6 +159,76 @@ impl Vga {
     pub fn mode(&self) -> Option<Mode> {
         self.lock().dispi.mode()
     }
+
+    /// Switch to a linear-framebuffer mode before the guest starts (direct kernel boot with
+    /// `--display-size`), as firmware would; `None` when the mode does not fit VRAM.
+    pub fn set_mode(&self, width: u16, height: u16, bpp: u16) -> Option<Mode> {
+        let mut c = self.lock();
+        for (reg, v) in [
+            (dispi::reg::ENABLE, 0),
+            (dispi::reg::XRES, width),
+            (dispi::reg::YRES, height),
+            (dispi::reg::BPP, bpp),
+            (dispi::reg::VIRT_WIDTH, width),
+            (dispi::reg::X_OFFSET, 0),
+            (dispi::reg::Y_OFFSET, 0),
+            (dispi::reg::BANK, 0),
+            (
+                dispi::reg::ENABLE,
+                dispi::enable::ENABLED | dispi::enable::LFB_ENABLED,
+            ),
+        ] {
+            c.dispi.index = reg;
+            c.dispi_write(v);
+        }
+        let m = c.dispi.mode();
+        if m.is_none() {
+            c.dispi.index = dispi::reg::ENABLE;
+            c.dispi_write(0);
+        }
+        m
+    }
+}
+
+/// What a kernel's `screen_info` needs to draw on the linear framebuffer (VIDEO_TYPE_VLFB):
+/// the boot-protocol fields, to be filled in by the boot code with the BAR0 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LfbInfo {
+    /// `lfb_width`.
+    pub width: u16,
+    /// `lfb_height`.
+    pub height: u16,
+    /// `lfb_depth` (bits per pixel).
+    pub depth: u16,
+    /// `lfb_linelength` (bytes per line).
+    pub line_length: u16,
+    /// `lfb_size` in 64 KiB units, covering the visible screen.
+    pub size_64k: u32,
+    /// `(red_size, red_pos, green_size, green_pos, blue_size, blue_pos, rsvd_size, rsvd_pos)`.
+    pub channels: [u8; 8],
+}
+
+impl LfbInfo {
+    /// The description of `mode`, if the boot protocol can express it (15/16/24/32 bpp, line
+    /// length below 64 KiB).
+    pub fn for_mode(mode: &Mode) -> Option<LfbInfo> {
+        let channels = match mode.bpp {
+            32 => [8, 16, 8, 8, 8, 0, 8, 24],
+            24 => [8, 16, 8, 8, 8, 0, 0, 0],
+            16 => [5, 11, 6, 5, 5, 0, 0, 0],
+            15 => [5, 10, 5, 5, 5, 0, 1, 15],
+            _ => return None,
+        };
+        let size = mode.stride * usize::from(mode.height);
+        Some(LfbInfo {
+            width: mode.width,
+            height: mode.height,
+            depth: mode.bpp,
+            line_length: u16::try_from(mode.stride).ok()?,
+            size_64k: u32::try_from(size.div_ceil(65536)).ok()?,
+            channels,
+        })
+    }
 }
 
 fn le_value(data: &[u8]) -> u32 {

@@ -262,3 +262,27 @@ fn vnc_client_sees_the_text_screen() {
         }
     }
 }
+
+#[test]
+fn boot_time_mode_and_screen_info() {
+    let m = machine();
+    let mode = m.vga.set_mode(1024, 768, 32).unwrap();
+    assert_eq!(m.vga.display().size(), (1024, 768));
+    let info = LfbInfo::for_mode(&mode).unwrap();
+    assert_eq!(
+        (info.width, info.height, info.depth, info.line_length),
+        (1024, 768, 32, 4096)
+    );
+    assert_eq!(info.size_64k, 48);
+    assert_eq!(info.channels, [8, 16, 8, 8, 8, 0, 8, 24]);
+    // The guest reads the mode back through the ports as bochs-drm would.
+    m.outw(0x1ce, reg::XRES);
+    assert_eq!(m.inw(0x1cf), 1024);
+    // A mode beyond VRAM is refused and leaves text mode.
+    assert!(m.vga.set_mode(2560, 1600, 32).is_some());
+    let small = Vga::new(Box::new(HeapVram::new(1 << 20)));
+    assert!(small.set_mode(1024, 768, 32).is_none());
+    assert_eq!(small.display().size(), (640, 400));
+    let mode8 = small.set_mode(320, 200, 8).unwrap();
+    assert!(LfbInfo::for_mode(&mode8).is_none());
+}
