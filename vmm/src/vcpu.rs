@@ -289,4 +289,7 @@ pub fn run(
             }
         }
     }
+    if log::log_enabled!(log::Level::Debug) {
+        log::debug!("vCPU {index} stopped:\n{}", dump_registers(&fd));
+    }
 }
