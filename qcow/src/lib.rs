@@ -4,6 +4,25 @@
 //! tests on temporary files. No QEMU code is used at run time. Everything read from an image
 //! file is treated as hostile: offsets and sizes are bounds-checked and a bad value fails the
 //! request with an error, never a panic.
+//!
+//! Opening a disk (what virtio-blk and rvmm-vhost do):
+//!
+//! ```no_run
+//! use qcow::{open_image, BlockBackend, Format, OpenOptions};
+//! let disk = open_image(
+//!     std::path::Path::new("disk.qcow2"),
+//!     &OpenOptions { read_only: false, format: Some(Format::Qcow2), ..Default::default() },
+//! )?;
+//! let mut sector = [0u8; 512];
+//! disk.read_at(0, &mut sector)?;
+//! disk.flush()?; // on VIRTIO_BLK_T_FLUSH
+//! # Ok::<(), qcow::BlockError>(())
+//! ```
+//!
+//! The returned backend is `Send + Sync`; several worker threads may call it at once (reads and
+//! writes into already-owned clusters run in parallel; allocation is serialised). Dropping the
+//! last reference writes the metadata caches back and clears the dirty bit of lazy-refcount
+//! images; call [`BlockBackend::flush`] to see errors.
 
 pub mod backend;
 pub mod open;

@@ -36,7 +36,7 @@ pub struct Args {
     /// Accepted for compatibility: minimum run of zeroes kept sparse.
     #[arg(short = 'S')]
     pub sparse: Option<String>,
-    /// Accepted for compatibility (cache mode of the target).
+    /// Cache mode of the target (default unsafe: no fsync, as qemu-img).
     #[arg(short = 't')]
     pub cache: Option<String>,
     /// Accepted for compatibility (cache mode of the source).
@@ -86,9 +86,31 @@ pub fn run(a: Args) -> Result<i32> {
             }
         }
     }
+    // As qemu-img convert, the target is written with cache=unsafe unless -t says otherwise:
+    // the data reaches the file, but nothing is fsynced.
+    let durable = match a.cache.as_deref() {
+        None | Some("unsafe") => false,
+        Some("writeback" | "writethrough" | "none" | "directsync") => true,
+        Some(c) => bail!("invalid cache mode '{c}'"),
+    };
     let (dst, dst_q): (Arc<dyn BlockBackend>, Option<Arc<qcow::Qcow2>>) = match out_fmt {
         Format::Qcow2 => {
-            let q = Arc::new(super::open_qcow2(&a.dst, false)?);
+            let q = Arc::new(
+                qcow::Qcow2::open(
+                    &a.dst,
+                    &qcow::OpenOptions {
+                        read_only: false,
+                        format: Some(Format::Qcow2),
+                        cache: if durable {
+                            qcow::CacheMode::Writeback
+                        } else {
+                            qcow::CacheMode::Unsafe
+                        },
+                        ..Default::default()
+                    },
+                )
+                .with_context(|| format!("Could not open '{}'", a.dst.display()))?,
+            );
             (q.clone(), Some(q))
         }
         Format::Raw => (super::open(&a.dst, Some(Format::Raw), false)?, None),
@@ -183,7 +205,10 @@ pub fn run(a: Args) -> Result<i32> {
     if let Some(b) = &bar {
         b.finish();
     }
-    dst.flush().context("flush target")?;
+    if durable || dst_q.is_some() {
+        // For qcow2 under cache=unsafe this writes the metadata back without fsync.
+        dst.flush().context("flush target")?;
+    }
     if let Some(q) = dst_q {
         q.close()?;
     }
