@@ -218,11 +218,14 @@ impl DiskConfig {
             path: self.path.clone(),
             source,
         };
-        let format = match self.format {
-            Some(f) => f,
-            None => detect(&self.path)?,
+        let (format, probed) = match self.format {
+            Some(f) => (f, false),
+            None => (detect(&self.path)?, true),
         };
         let backend: Arc<dyn BlockBackend> = match format {
+            // A probed raw disk must not become a qcow2 (with a backing file naming any host
+            // file) by a guest writing the magic into its first sector.
+            DiskFormat::Raw if probed => Arc::new(ProbedRaw(self.open_raw()?)),
             DiskFormat::Raw => Arc::new(self.open_raw()?),
             DiskFormat::Qcow2 => {
                 let opts = qcow::OpenOptions {
@@ -281,6 +284,57 @@ impl DiskConfig {
     }
 }
 
+/// The qcow2 magic at the start of an image.
+const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
+
+/// A raw image whose format was guessed: writes that would put an image-format magic at its
+/// start are refused, as QEMU does for probed raw images.
+struct ProbedRaw(qcow::RawFile);
+
+impl BlockBackend for ProbedRaw {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn is_read_only(&self) -> bool {
+        self.0.is_read_only()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> qcow::BlockResult<()> {
+        self.0.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> qcow::BlockResult<()> {
+        if offset < 4 {
+            // Bytes of the magic this write would set; the rest comes from the disk.
+            let mut head = [0u8; 4];
+            self.0
+                .read_at(0, &mut head[..(self.0.size().min(4) as usize)])?;
+            for (i, b) in buf.iter().enumerate() {
+                if let Some(h) = head.get_mut(offset as usize + i) {
+                    *h = *b;
+                }
+            }
+            if head == QCOW2_MAGIC {
+                log::warn!(
+                    "refused a guest write of the qcow2 magic to a raw disk opened without \
+                     format=raw; give format=raw to allow it"
+                );
+                return Err(qcow::BlockError::Invalid(
+                    "write would turn a probed raw image into a qcow2 image".into(),
+                ));
+            }
+        }
+        self.0.write_at(offset, buf)
+    }
+    fn flush(&self) -> qcow::BlockResult<()> {
+        self.0.flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> qcow::BlockResult<()> {
+        self.0.discard(offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> qcow::BlockResult<()> {
+        self.0.write_zeroes(offset, len)
+    }
+}
+
 /// qcow2 if the file starts with the qcow2 magic, raw otherwise (with a warning, since a
 /// guest could write that magic into a raw disk: give format= explicitly).
 fn detect(path: &Path) -> Result<DiskFormat, DiskError> {
@@ -291,7 +345,7 @@ fn detect(path: &Path) -> Result<DiskFormat, DiskError> {
     })?;
     let mut magic = [0u8; 4];
     let n = f.read(&mut magic).unwrap_or(0);
-    if n == 4 && magic == *b"QFI\xfb" {
+    if n == 4 && magic == QCOW2_MAGIC {
         return Ok(DiskFormat::Qcow2);
     }
     log::warn!(

@@ -607,3 +607,188 @@ fn qcow2_and_cache_none_disks_serve_requests() {
     img.read_at(1000 * 512 + 252, &mut b).unwrap();
     assert_eq!(b, [1, 2]);
 }
+
+#[test]
+fn probed_raw_disk_cannot_become_qcow2() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), vec![0u8; 8192]).unwrap();
+    let p = f.path().display().to_string();
+    let probed = p.parse::<DiskConfig>().unwrap().open().unwrap();
+    let mut sector = vec![0u8; 512];
+    sector[..4].copy_from_slice(b"QFI\xfb");
+    assert!(probed.backend.write_at(0, &sector).is_err());
+    // Byte-wise assembly of the magic is caught too; other data at sector 0 is fine.
+    probed.backend.write_at(0, b"QF").unwrap();
+    assert!(probed.backend.write_at(2, b"I\xfb").is_err());
+    probed.backend.write_at(0, b"hello").unwrap();
+    drop(probed);
+    let explicit: DiskConfig = format!("{p},format=raw").parse().unwrap();
+    explicit
+        .open()
+        .unwrap()
+        .backend
+        .write_at(0, &sector)
+        .unwrap();
+    assert_eq!(&std::fs::read(f.path()).unwrap()[..4], b"QFI\xfb");
+}
+
+mod through_pci {
+    //! virtio-blk behind the virtio-pci transport and the PCI root, driven as a guest driver
+    //! would: configuration through ECAM, registers through the BAR window, interrupts by MSI-X.
+
+    use super::*;
+    use crate::bus::BusDevice;
+    use crate::pci::msix::tests::RecordingMsi;
+    use crate::pci::{IntxPin, IoEventRegistrar, PciRoot, PciWindows};
+    use crate::virtio::pci::{VirtioPciDevice, VirtioPciHost, MSIX_TABLE_OFF, NOTIFY_OFF};
+
+    struct NoPin;
+    impl IntxPin for NoPin {
+        fn set_level(&self, _: bool) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    /// A VMM without ioeventfds: notify writes exit and the transport forwards them.
+    struct NoIoEvents;
+    impl IoEventRegistrar for NoIoEvents {
+        fn register(&self, _: u64, _: u32, _: &EventFd) -> std::io::Result<()> {
+            Err(std::io::Error::other("no ioeventfd in this test"))
+        }
+        fn unregister(&self, _: u64, _: u32, _: &EventFd) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const BAR: u64 = 0xc000_0000;
+
+    #[test]
+    fn read_request_end_to_end_with_msix() {
+        let (_f, be) = temp_image(1 << 20);
+        be.write_at(3 * 512, &[0x33; 512]).unwrap();
+        let mem = mem();
+        let msi = Arc::new(RecordingMsi::default());
+        let host = VirtioPciHost {
+            mem: GuestMemoryAtomic::new(mem.clone()),
+            msi: msi.clone(),
+            intx: Arc::new(NoPin),
+            ioevents: Arc::new(NoIoEvents),
+        };
+        let block = Block::with_settings(settings(be, false), 1);
+        let dev = VirtioPciDevice::new(Box::new(block), host, 16).unwrap();
+        let root = Arc::new(std::sync::Mutex::new(PciRoot::new(PciWindows::standard(
+            1 << 30,
+        ))));
+        let slot = root
+            .lock()
+            .unwrap()
+            .add_device(Arc::new(std::sync::Mutex::new(dev)))
+            .unwrap();
+        let mut ecam = PciRoot::ecam(&root);
+        let mut win = PciRoot::mmio_window(&root, BAR);
+        let cfg = u64::from(slot) << 15;
+        let mut b4 = [0u8; 4];
+        ecam.read(cfg, &mut b4);
+        assert_eq!(u32::from_le_bytes(b4), 0x1042_1af4);
+        ecam.write(cfg | 4, &6u16.to_le_bytes()); // memory + bus master
+                                                  // Find the MSI-X capability and enable it.
+        let mut p = {
+            let mut b = [0u8; 1];
+            ecam.read(cfg | 0x34, &mut b);
+            u64::from(b[0])
+        };
+        let mut msix = 0;
+        while p != 0 {
+            let mut b = [0u8; 2];
+            ecam.read(cfg | p, &mut b);
+            if b[0] == 0x11 {
+                msix = p;
+            }
+            p = u64::from(b[1]);
+        }
+        assert_ne!(msix, 0);
+        ecam.write(cfg | (msix + 2), &(1u16 << 15).to_le_bytes());
+        let w = |win: &mut crate::pci::root::PciMmioWindow, off: u64, v: &[u8]| win.write(off, v);
+        for v in 0..2u64 {
+            w(
+                &mut win,
+                MSIX_TABLE_OFF + 16 * v,
+                &0xfee0_0000u32.to_le_bytes(),
+            );
+            w(
+                &mut win,
+                MSIX_TABLE_OFF + 16 * v + 8,
+                &(0x40 + v as u32).to_le_bytes(),
+            );
+            w(&mut win, MSIX_TABLE_OFF + 16 * v + 12, &0u32.to_le_bytes());
+        }
+        // Driver initialisation (virtio 1.2 §3.1.1).
+        w(&mut win, 0x14, &[1]);
+        w(&mut win, 0x14, &[3]);
+        w(&mut win, 0x08, &1u32.to_le_bytes());
+        w(&mut win, 0x0c, &1u32.to_le_bytes()); // VERSION_1
+        w(&mut win, 0x14, &[0xb]);
+        let mut st = [0u8; 1];
+        win.read(0x14, &mut st);
+        assert_eq!(st[0], 0xb, "FEATURES_OK accepted");
+        w(&mut win, 0x10, &0u16.to_le_bytes());
+        w(&mut win, 0x16, &0u16.to_le_bytes());
+        w(&mut win, 0x18, &16u16.to_le_bytes());
+        w(&mut win, 0x1a, &1u16.to_le_bytes());
+        for (off, addr) in [(0x20u64, 0x1000u64), (0x28, 0x2000), (0x30, 0x3000)] {
+            w(&mut win, off, &(addr as u32).to_le_bytes());
+            w(&mut win, off + 4, &0u32.to_le_bytes());
+        }
+        w(&mut win, 0x1c, &1u16.to_le_bytes());
+        w(&mut win, 0x14, &[0xf]);
+        win.read(0x14, &mut st);
+        assert_eq!(st[0], 0xf, "DRIVER_OK without NEEDS_RESET");
+        // One read request: header, 512-byte buffer, status.
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&T_IN.to_le_bytes());
+        h[8..16].copy_from_slice(&3u64.to_le_bytes());
+        mem.write_slice(&h, GuestAddress(0x10000)).unwrap();
+        let descs = [
+            SplitDesc::new(0x10000, 16, VRING_DESC_F_NEXT as u16, 1),
+            SplitDesc::new(
+                0x11000,
+                512,
+                (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16,
+                2,
+            ),
+            SplitDesc::new(0x12000, 1, VRING_DESC_F_WRITE as u16, 0),
+        ];
+        for (i, d) in descs.iter().enumerate() {
+            mem.write_obj(
+                RawDescriptor::from(*d),
+                GuestAddress(0x1000 + 16 * i as u64),
+            )
+            .unwrap();
+        }
+        mem.write_obj(0u16, GuestAddress(0x2004)).unwrap();
+        mem.write_obj(1u16, GuestAddress(0x2002)).unwrap();
+        mem.write_obj(0xffu8, GuestAddress(0x12000)).unwrap();
+        w(&mut win, NOTIFY_OFF, &0u16.to_le_bytes());
+        let t = std::time::Instant::now();
+        while msi.sent.lock().unwrap().is_empty() {
+            assert!(t.elapsed() < Duration::from_secs(10), "no MSI-X interrupt");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            *msi.sent.lock().unwrap(),
+            vec![1],
+            "queue 0 interrupts on vector 1"
+        );
+        let status: u8 = mem.read_obj(GuestAddress(0x12000)).unwrap();
+        assert_eq!(status, S_OK);
+        let mut data = [0u8; 512];
+        mem.read_slice(&mut data, GuestAddress(0x11000)).unwrap();
+        assert_eq!(data, [0x33; 512]);
+        let used_idx: u16 = mem.read_obj(GuestAddress(0x3002)).unwrap();
+        let used_len: u32 = mem.read_obj(GuestAddress(0x3008)).unwrap();
+        assert_eq!((used_idx, used_len), (1, 513));
+        // Reset stops the worker and returns the device to its initial state.
+        w(&mut win, 0x14, &[0]);
+        win.read(0x14, &mut st);
+        assert_eq!(st[0], 0);
+    }
+}
