@@ -91,8 +91,10 @@ pub struct MemorySlots {
     state: Arc<Mutex<SlotState>>,
 }
 
-/// An extra region mapped into the guest outside RAM.
+/// An extra region mapped into the guest outside RAM. Dropping it removes the slot from the
+/// guest before the host mapping goes away.
 pub struct ExtraRegion {
+    vm: Arc<VmFd>,
     /// KVM slot number.
     pub slot: u32,
     /// Guest-physical base.
@@ -101,6 +103,23 @@ pub struct ExtraRegion {
     pub mapping: Arc<MmapRegion<()>>,
     /// Whether KVM tracks writes to it.
     pub dirty_log: bool,
+}
+
+impl Drop for ExtraRegion {
+    fn drop(&mut self) {
+        let region = kvm_userspace_memory_region {
+            slot: self.slot,
+            flags: 0,
+            guest_phys_addr: self.guest_addr,
+            memory_size: 0,
+            userspace_addr: self.mapping.as_ptr() as u64,
+        };
+        // SAFETY: a zero-sized region deletes the slot; KVM stops using the mapping, which is
+        // still alive here.
+        if let Err(e) = unsafe { self.vm.set_user_memory_region(region) } {
+            log::warn!("cannot remove KVM memory slot {}: {e}", self.slot);
+        }
+    }
 }
 
 impl ExtraRegion {
@@ -139,8 +158,8 @@ impl MemorySlots {
             memory_size: size,
             userspace_addr: host,
         };
-        // SAFETY: the host range is a live mapping owned by the guest memory map or by an
-        // `ExtraRegion`, both of which outlive the VM's use of the slot.
+        // SAFETY: the host range is a live mapping owned by the guest memory map (which lives
+        // as long as the VM) or by an `ExtraRegion`, which deletes its slot when dropped.
         unsafe { self.vm.set_user_memory_region(region) }.with_context(|| {
             format!("KVM_SET_USER_MEMORY_REGION slot {slot} at {guest_addr:#x}+{size:#x} failed")
         })
@@ -161,6 +180,7 @@ impl MemorySlots {
     pub fn add_region(&self, guest_addr: u64, size: usize, dirty_log: bool) -> Result<ExtraRegion> {
         let mapping = Arc::new(map_anonymous(size, false)?);
         let region = ExtraRegion {
+            vm: self.vm.clone(),
             slot: self.alloc()?,
             guest_addr,
             mapping,
@@ -176,8 +196,7 @@ impl MemorySlots {
         Ok(region)
     }
 
-    /// Remove an extra region from the guest (the slot number is not reused).
-    pub fn remove_region(&self, region: &ExtraRegion) -> Result<()> {
+    fn unmap(&self, region: &ExtraRegion) -> Result<()> {
         self.set(
             region.slot,
             region.guest_addr,
@@ -193,7 +212,7 @@ impl MemorySlots {
         if region.guest_addr == new_addr {
             return Ok(());
         }
-        self.remove_region(region)?;
+        self.unmap(region)?;
         let size = region.mapping.size() as u64;
         self.set(
             region.slot,
@@ -272,7 +291,7 @@ mod tests {
         assert!(slots.dirty_log(&vram).unwrap().iter().all(|w| *w == 0));
         slots.move_region(&mut vram, 0xc100_0000).unwrap();
         assert_eq!(vram.guest_addr, 0xc100_0000);
-        slots.remove_region(&vram).unwrap();
+        drop(vram);
         let plain = slots.add_region(0xd000_0000, 4096, false).unwrap();
         assert!(slots.dirty_log(&plain).is_err());
         assert_eq!(slots.dirty_source(&plain)(), None);

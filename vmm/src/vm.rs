@@ -282,6 +282,8 @@ impl Vm {
         crate::signals::install_kick_handler()?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        // Guest RAM and the VM fd must outlive the vCPU threads: keep them bound until the
+        // threads are joined at the end of this function.
         let Vm {
             vcpus,
             buses,
@@ -289,6 +291,8 @@ impl Vm {
             events_rx,
             serial,
             config,
+            memory: _memory,
+            fd: _vm_fd,
             ..
         } = self;
         for (i, fd) in vcpus.into_iter().enumerate() {
