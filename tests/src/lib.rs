@@ -377,8 +377,11 @@ impl Vm {
         if let Some(spec) = &self.serial {
             args.extend(["--serial".into(), spec.into()]);
         }
+        use std::os::unix::process::CommandExt;
         let mut child = Command::new(&self.program)
             .args(&args)
+            // Own process group, so that helpers the program starts are cleaned up with it.
+            .process_group(0)
             .stdin(if sends_left > 0 {
                 Stdio::piped()
             } else {
@@ -447,13 +450,17 @@ impl Vm {
                 }
             }
             if timed_out || stopped {
-                let _ = child.kill();
+                kill_group(child.id());
                 break child.wait().ok();
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        for r in readers {
-            let _ = r.join();
+        // Leftover processes of the group would keep the pipes open: end them, then give the
+        // readers a bounded time to drain.
+        kill_group(child.id());
+        let drain = Instant::now() + Duration::from_secs(2);
+        while readers.iter().any(|r| !r.is_finished()) && Instant::now() < drain {
+            std::thread::sleep(Duration::from_millis(5));
         }
         use std::os::unix::process::ExitStatusExt;
         let text =
@@ -469,6 +476,13 @@ impl Vm {
             qemu: self.qemu,
         }
     }
+}
+
+/// SIGKILL the process group led by `pid` (the run's child and anything it started).
+fn kill_group(pid: u32) {
+    // SAFETY: kill(2) with a negative pid signals the process group we created; no memory is
+    // involved, and a group that is already gone just returns ESRCH.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
 }
 
 fn clean(b: &[u8]) -> String {
@@ -508,4 +522,111 @@ pub fn have_qemu() -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vm {
+        command("sh")
+            .args(["-c", script])
+            .timeout(Duration::from_secs(10))
+    }
+
+    #[test]
+    fn timeout_kills_and_never_hangs() {
+        let out = sh("echo started; sleep 100")
+            .timeout(Duration::from_millis(300))
+            .run();
+        assert!(out.timed_out, "{}", out.report());
+        assert!(out.elapsed < Duration::from_secs(5), "{}", out.report());
+        assert_eq!(out.serial, "started\n");
+        assert_eq!(out.signal, Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn exit_status_stdout_and_stderr_are_separate() {
+        let out = sh("printf 'a\\r\\nb\\n'; echo oops >&2; exit 3").run();
+        assert_eq!(out.status, Some(3));
+        assert_eq!(out.guest_exit(), Some(3));
+        assert_eq!(out.serial, "a\nb\n", "\\r is dropped");
+        assert_eq!(out.stderr, "oops\n");
+        assert!(!out.timed_out && !out.stopped);
+    }
+
+    #[test]
+    fn stop_when_ends_the_run_early() {
+        let out = sh("echo one; echo two; sleep 100")
+            .stop_when(|s| s.contains("two"))
+            .run();
+        assert!(out.stopped && !out.timed_out, "{}", out.report());
+        assert!(out.elapsed < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn send_when_feeds_stdin_after_the_trigger() {
+        let out = sh("echo ready; read x; echo got=$x")
+            .send_when("ready", b"hello\n")
+            .run();
+        assert_eq!(out.status, Some(0), "{}", out.report());
+        assert_eq!(out.line("got="), Some("hello"));
+    }
+
+    #[test]
+    fn signal_when_delivers_the_signal() {
+        let out = sh("trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done")
+            .signal_when("ready", libc::SIGTERM)
+            .run();
+        assert_eq!(out.status, Some(7), "{}", out.report());
+    }
+
+    #[test]
+    fn qemu_exit_codes_decode_debug_exit() {
+        let mut out = sh("exit 33").run();
+        out.qemu = true;
+        assert_eq!(out.guest_exit(), Some(0x10));
+        out.status = Some(0);
+        assert_eq!(
+            out.guest_exit(),
+            None,
+            "an even status is QEMU's own, not the guest's"
+        );
+    }
+
+    #[test]
+    fn fields_and_numbers() {
+        let out = sh("echo 'x: a=1'; echo 'e820: entries=4 ram=0x1ff top=7'").run();
+        assert_eq!(out.field_u64("e820: ", "ram"), Some(0x1ff));
+        assert_eq!(out.field_u64("e820: ", "top"), Some(7));
+        assert_eq!(out.field("e820: ", "missing"), None);
+        assert_eq!(out.field("x: ", "a"), Some("1"));
+        assert_eq!(parse_num("0x10"), Some(16));
+        assert_eq!(parse_num("zz"), None);
+    }
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        assert_eq!(fnv1a32(b""), 0x811c_9dc5);
+        assert_eq!(fnv1a32(b"a"), 0xe40c_292c);
+        assert_eq!(fnv1a32(b"foobar"), 0xbf9c_f968);
+    }
+
+    #[test]
+    fn every_declared_guest_image_exists() {
+        assert!(!GUESTS.is_empty());
+        for (name, formats) in GUESTS {
+            assert!(guest(name).is_file(), "{name}");
+            for f in [
+                Format::BzImage,
+                Format::Pvh,
+                Format::Elf64,
+                Format::BzImageReloc,
+            ] {
+                if formats.contains(&f.key()) {
+                    assert!(guest_image(name, f).is_file(), "{name} {f:?}");
+                }
+            }
+        }
+    }
 }
