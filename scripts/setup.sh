@@ -9,8 +9,9 @@ need_pkgs=(gcc make binutils iproute2 bridge-utils tcpdump busybox-static xorris
   syslinux-common grub-pc-bin grub-common mtools cpio python3 python3-pip)
 # vnc: console fonts (VGA text-mode font source) and real VNC clients for the screen tests.
 need_pkgs+=(console-setup-linux locales x11proto-dev xvfb tigervnc-viewer novnc chromium)
-# blk: e2fsck/debugfs check guest-made file systems; assets.sh unpacks kernels and modules.
-need_pkgs+=(e2fsprogs file xz-utils zstd dpkg)
+# blk: e2fsck/debugfs check guest-made file systems; assets.sh unpacks kernels and modules;
+# iasl disassembles the PCI root bridge AML.
+need_pkgs+=(e2fsprogs file xz-utils zstd dpkg acpica-tools)
 # iso: udev's cdrom_id is the oracle for how udev sees the CD-ROM (vhost_scsi test).
 need_pkgs+=(udev)
 # tests: gcc/binutils build the test guests; script(1) gives rvmm a terminal in a test.

@@ -136,4 +136,60 @@ mod tests {
         assert!(find(&a, &pkg), "_PRT entry for slot 3 INTA missing");
         assert!(find(&a, &ECAM_BASE.to_le_bytes()[..4]));
     }
+
+    /// A DSDT holding `aml`, with a valid header and checksum.
+    fn dsdt(aml: &[u8]) -> Vec<u8> {
+        let mut t = Vec::new();
+        t.extend_from_slice(b"DSDT");
+        t.extend_from_slice(&((36 + aml.len()) as u32).to_le_bytes());
+        t.extend_from_slice(&[2, 0]);
+        t.extend_from_slice(b"RVMM  RVMMDSDT");
+        t.extend_from_slice(&1u32.to_le_bytes());
+        t.extend_from_slice(b"RVMM");
+        t.extend_from_slice(&1u32.to_le_bytes());
+        t.extend_from_slice(aml);
+        let sum = t.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        t[9] = 0u8.wrapping_sub(sum);
+        t
+    }
+
+    #[test]
+    fn iasl_disassembles_the_root_bridge() {
+        let dir = tempfile::tempdir().unwrap();
+        let aml = dir.path().join("dsdt.aml");
+        std::fs::write(
+            &aml,
+            dsdt(&root_bridge_aml(PciWindows::standard((4 << 30) + 1))),
+        )
+        .unwrap();
+        let out = std::process::Command::new("iasl")
+            .arg("-d")
+            .arg(&aml)
+            .current_dir(dir.path())
+            .output()
+            .expect("iasl (acpica-tools) is needed: scripts/setup.sh installs it");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dsl = std::fs::read_to_string(dir.path().join("dsdt.dsl")).unwrap();
+        for want in [
+            "Device (\\_SB.PCI0)",
+            "EisaId (\"PNP0A08\")",
+            "EisaId (\"PNP0A03\")",
+            "Name (_PRT, Package (0x80)",
+            "0x0001FFFF, \n                Zero, \n                Zero, \n                0x11",
+            "WordBusNumber",
+            "0xC0000000",
+            "0xDFFFFFFF",
+            "QWordMemory",
+            "0x0000000140000000", // 64-bit window at the first GiB boundary above RAM
+            "Device (\\_SB.MRES)",
+            "EisaId (\"PNP0C02\")",
+            "0xE0000000",
+        ] {
+            assert!(dsl.contains(want), "disassembly lacks {want:?}:\n{dsl}");
+        }
+    }
 }
