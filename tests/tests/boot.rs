@@ -116,6 +116,30 @@ fn assert_contract_acpi(out: &Outcome) {
         "{}",
         out.report()
     );
+    // The ACPI area must be reserved in e820, or a kernel may reuse it as RAM.
+    let reserved = e820(out)
+        .into_iter()
+        .any(|(a, s, t)| t != 1 && a <= 0xe0000 && a + s >= 0x100000);
+    assert!(
+        reserved,
+        "0xe0000-0xfffff is not covered by a reserved e820 entry\n{}",
+        out.report()
+    );
+}
+
+/// The e820 entries the guest printed: (addr, size, type).
+fn e820(out: &Outcome) -> Vec<(u64, u64, u64)> {
+    out.lines()
+        .filter(|l| l.starts_with("e820: addr="))
+        .filter_map(|l| {
+            let f = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(rvmm_tests::parse_num)
+            };
+            Some((f("addr=")?, f("size=")?, f("type=")?))
+        })
+        .collect()
 }
 
 #[test]
