@@ -8,7 +8,8 @@
 //!    traits below that the VMM implements over KVM: [`MsiController`] (one GSI route + irqfd per
 //!    MSI-X vector), [`IntxPin`] (the level of the device's IOAPIC pin, see [`intx_gsi`]) and
 //!    [`IoEventRegistrar`] (ioeventfds for queue notifications). Devices never call KVM.
-//! 3. [`PciRoot::add_device`] places it in a free slot and assigns its BARs, as firmware would.
+//! 3. [`PciRoot::add_device`] places it in that slot and assigns its BARs and interrupt line,
+//!    as firmware would.
 //! 4. Insert the bus devices: [`PciRoot::config_io`] on the PIO bus at [`CONFIG_IO_BASE`]
 //!    (8 ports), [`PciRoot::ecam`] on the MMIO bus at [`ECAM_BASE`] ([`ECAM_SIZE`]), and
 //!    [`PciRoot::mmio_window`] over each window of [`PciWindows`]; BAR accesses that exit are

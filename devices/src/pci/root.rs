@@ -155,13 +155,16 @@ impl PciRoot {
         Some(addr)
     }
 
-    /// Put `dev` in the first free slot, program its BARs and return the slot number.
+    /// The slot [`PciRoot::add_device`] will use next (so the VMM can set up the device's
+    /// INTx line, [`super::intx_gsi`] of that slot, before building it).
+    pub fn next_slot(&self) -> Option<u8> {
+        self.slots.iter().position(Option::is_none).map(|s| s as u8)
+    }
+
+    /// Put `dev` in the first free slot, program its BARs and interrupt line register (as
+    /// firmware would) and return the slot number.
     pub fn add_device(&mut self, dev: SharedPciDevice) -> Result<u8, PciError> {
-        let slot = self
-            .slots
-            .iter()
-            .position(Option::is_none)
-            .ok_or(PciError::NoFreeSlot)?;
+        let slot = self.next_slot().ok_or(PciError::NoFreeSlot)? as usize;
         let defs = lock(&dev).bar_defs();
         let mut addrs = Vec::new();
         for def in &defs {
@@ -179,6 +182,12 @@ impl PciRoot {
                 if def.kind == PciBarKind::Mem64 {
                     d.config_write(off + 4, &((addr >> 32) as u32).to_le_bytes());
                 }
+            }
+            let mut pin = [0u8];
+            d.config_read(0x3d, &mut pin);
+            if (1..=4).contains(&pin[0]) {
+                let gsi = super::intx_gsi(slot as u8, pin[0] - 1);
+                d.config_write(0x3c, &[gsi as u8]);
             }
         }
         self.slots[slot] = Some(dev);
@@ -434,8 +443,10 @@ mod tests {
     fn conf1_ecam_and_bar_routing() {
         let root = Arc::new(Mutex::new(PciRoot::new(PciWindows::standard(1 << 30))));
         let dev = scratch(PciBarKind::Mem32);
+        assert_eq!(root.lock().unwrap().next_slot(), Some(1));
         let slot = root.lock().unwrap().add_device(dev.clone()).unwrap();
         assert_eq!(slot, 1);
+        assert_eq!(root.lock().unwrap().next_slot(), Some(2));
         let mut io = PciRoot::config_io(&root);
         let mut ecam = PciRoot::ecam(&root);
         let mut d = [0u8; 4];
@@ -459,6 +470,9 @@ mod tests {
         // BAR assigned at the window base; not decoded until memory is enabled.
         ecam.read((1 << 15) | 0x10, &mut d);
         assert_eq!(u32::from_le_bytes(d), 0xc000_0000);
+        // Interrupt line set like firmware would: slot 1, INTA → GSI 17.
+        ecam.read((1 << 15) | 0x3c, &mut d);
+        assert_eq!((d[0], d[1]), (17, 1));
         let mut win = PciRoot::mmio_window(&root, 0xc000_0000);
         win.write(0x10, &[0xaa]);
         assert_eq!(dev.lock().unwrap().mem[0x10], 0);
