@@ -6,7 +6,8 @@
 //!    ([`PciWindows::standard`]); it already holds the host bridge at 00:00.0.
 //! 2. Build each device (e.g. [`crate::virtio::pci::VirtioPciDevice`]) handing it the small
 //!    traits below that the VMM implements over KVM: [`MsiController`] (one GSI route + irqfd per
-//!    MSI-X vector), [`IntxPin`] (the level of the device's IOAPIC pin, see [`intx_gsi`]) and
+//!    MSI-X vector), [`IntxPin`] (the level of the device's IOAPIC pin: [`intx_gsi`] of
+//!    [`PciRoot::next_slot`], pin 0) and
 //!    [`IoEventRegistrar`] (ioeventfds for queue notifications). Devices never call KVM.
 //! 3. [`PciRoot::add_device`] places it in that slot and assigns its BARs and interrupt line,
 //!    as firmware would.
