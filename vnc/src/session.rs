@@ -485,6 +485,13 @@ fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<
             _ if region.is_empty() => Vec::new(),
             _ => vec![region],
         };
+        // Many scattered changes cost more as rectangles than as one box (and the update's
+        // rectangle count is 16 bits).
+        let rects = if rects.len() > MAX_RECTS {
+            vec![bounding_box(&rects)]
+        } else {
+            rects
+        };
         let encoding = pick_encoding(&encodings);
         let use_copy = encodings.contains(&enc::COPY_RECT);
         for r in &rects {
@@ -539,6 +546,30 @@ fn put_resize(msg: &mut Vec<u8>, (w, h): (u16, u16), extended: bool) {
     } else {
         put_rect_header(msg, Rect::new(0, 0, w, h), enc::DESKTOP_SIZE);
     }
+}
+
+/// Most changed rectangles sent separately in one update.
+const MAX_RECTS: usize = 1024;
+
+fn bounding_box(rects: &[Rect]) -> Rect {
+    let x0 = rects.iter().map(|r| r.x).min().unwrap_or(0);
+    let y0 = rects.iter().map(|r| r.y).min().unwrap_or(0);
+    let x1 = rects
+        .iter()
+        .map(|r| u32::from(r.x) + u32::from(r.w))
+        .max()
+        .unwrap_or(0);
+    let y1 = rects
+        .iter()
+        .map(|r| u32::from(r.y) + u32::from(r.h))
+        .max()
+        .unwrap_or(0);
+    Rect::new(
+        x0,
+        y0,
+        (x1 - u32::from(x0)) as u16,
+        (y1 - u32::from(y0)) as u16,
+    )
 }
 
 /// Fence flag: the other side must answer.

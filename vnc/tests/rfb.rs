@@ -707,3 +707,30 @@ fn continuous_updates_and_fences() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(!c_stream_has_data(&mut peek));
 }
+
+#[test]
+fn scattered_changes_are_bounded_in_rectangle_count() {
+    let rig = rig(1024, 768, None);
+    let mut c = rig.connect(None, true);
+    c.set_encodings(&[enc::HEXTILE]).unwrap();
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    {
+        // One pixel in every other 16x16 tile: 1536 separate changes.
+        let mut s = rig.screen.lock().unwrap();
+        for ty in 0..48usize {
+            for tx in (ty % 2..64).step_by(2) {
+                s.frame.pixels[(ty * 16) * 1024 + tx * 16] ^= 0xffffff;
+            }
+        }
+        s.dirty = Dirty::All;
+    }
+    c.request(true).unwrap();
+    let info = c.read_update().unwrap();
+    assert!(info.rects.len() <= 1024, "{} rectangles", info.rects.len());
+    assert_screen(
+        &c.screen.pixels,
+        &rig.expected(PixelFormat::XRGB8888),
+        "scattered",
+    );
+}
