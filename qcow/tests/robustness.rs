@@ -9,6 +9,14 @@ use qcow::{create, BlockBackend, CreateOptions, OpenOptions, Qcow2};
 
 const SIZE: u64 = 2 << 20;
 
+/// Case count: the CI default, or `PROPTEST_CASES` for a long run.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Write(u64, u64, u8),
@@ -52,7 +60,7 @@ fn make(path: &Path, cs: u64, bits: u32, v3: bool, backing: Option<&str>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
 
     #[test]
     fn random_ops_match_a_raw_model(
@@ -265,18 +273,27 @@ fn seed_image(dir: &Path) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(128), ..ProptestConfig::default() })]
 
     /// Mutated headers and metadata: open, read everything and check without panicking.
     #[test]
     fn hostile_images_never_panic(
-        muts in proptest::collection::vec((0usize..12_000, any::<u8>()), 1..12),
+        muts in proptest::collection::vec((0usize..12_000, any::<u8>()), 0..12),
+        words in proptest::collection::vec(
+            (0usize..1500, prop_oneof![Just(u64::MAX), Just(1u64 << 55), Just(1u64 << 63 | 512),
+                                      Just(0u64), any::<u64>()]),
+            0..6),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let mut img = seed_image(dir.path());
         for (pos, val) in muts {
             let n = img.len();
             img[pos % n] = val;
+        }
+        // Whole table entries with extreme values (offsets, sizes, counts).
+        for (slot, val) in words {
+            let pos = (slot * 8) % (img.len() - 8);
+            img[pos..pos + 8].copy_from_slice(&val.to_be_bytes());
         }
         let p = dir.path().join("bad.qcow2");
         std::fs::write(&p, &img).unwrap();

@@ -130,6 +130,9 @@ pub fn create(path: &Path, o: &CreateOptions) -> BlockResult<()> {
         }
         (None, None) => return Err(invalid("an image size is required")),
     };
+    if size > 1 << 62 {
+        return Err(invalid(format!("size {size} is too large (at most 4 EiB)")));
+    }
     let size = size.div_ceil(512) * 512;
     let cluster_bits = cs.trailing_zeros();
     let order = o.refcount_bits.trailing_zeros();

@@ -9,6 +9,11 @@ impl Qcow2 {
     /// Grow or (with `shrink`) shrink the virtual disk to `new_size` bytes (rounded up to 512).
     pub fn resize(&self, new_size: u64, shrink: bool) -> BlockResult<()> {
         self.writable()?;
+        if new_size > 1 << 62 {
+            return Err(BlockError::Invalid(format!(
+                "size {new_size} is too large (at most 4 EiB)"
+            )));
+        }
         let new_size = new_size.div_ceil(512) * 512;
         let old_size = self.size();
         if new_size < old_size && !shrink {

@@ -56,7 +56,8 @@ pub fn parse_table(
                 "snapshot {i}: extra data of {extra_len} bytes (at most 1024)"
             )));
         }
-        if l1_table_offset % cluster_size != 0
+        if l1_table_offset >= 1 << 56
+            || l1_table_offset % cluster_size != 0
             || u64::from(l1_size) * 8 > super::header::MAX_L1_BYTES
         {
             return Err(BlockError::Corrupt(format!(
