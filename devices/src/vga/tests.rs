@@ -200,6 +200,17 @@ fn text_mode_renders_characters_with_the_font() {
     assert!(matches!(d.take_dirty(), Dirty::Rects(_)));
     let px = read_all(&mut d);
     assert_eq!(px[(24 * 16 + 13) * 640 + 3], 0xaaaaaa);
+    // Attribute 0xc0 (blink bit + red background): red while blink is enabled (the reset
+    // state), bright red once the attribute mode register turns blinking off.
+    assert!(m.mmio.write(0xb8000 + 79 * 2, &[b' ', 0xc0]));
+    d.take_dirty();
+    assert_eq!(read_all(&mut d)[79 * 8], 0xaa0000);
+    let mut b = [0u8; 1];
+    assert!(m.pio.read(0x3da, &mut b));
+    m.outb(0x3c0, 0x10);
+    m.outb(0x3c0, 0x04);
+    assert!(matches!(d.take_dirty(), Dirty::Rects(_)));
+    assert_eq!(read_all(&mut d)[79 * 8], 0xff5555);
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub struct TextSnapshot {
     pub cursor: Option<(usize, u8, u8)>,
     /// The 16 text colours.
     pub palette: [u32; 16],
+    /// Attribute bit 7 means blink (else: bright background), from the attribute mode register.
+    pub blink: bool,
 }
 
 impl TextSnapshot {
@@ -67,6 +69,7 @@ impl TextSnapshot {
             cells,
             cursor,
             palette,
+            blink: regs.attr[0x10] & 0x08 != 0,
         }
     }
 
@@ -76,8 +79,10 @@ impl TextSnapshot {
             let i = row * COLS + col;
             let (ch, at) = self.cells[i];
             let fg = self.palette[usize::from(at & 0x0f)];
-            // Bit 7 is blink; shown as steady (an idle screen stays idle).
-            let bg = self.palette[usize::from((at >> 4) & 0x07)];
+            // With blink on, bit 7 blinks the character; it is shown steady so an idle screen
+            // stays idle. With blink off it selects the bright background colours.
+            let bg_mask = if self.blink { 0x07 } else { 0x0f };
+            let bg = self.palette[usize::from((at >> 4) & bg_mask)];
             let g = glyph(ch);
             for (y, bits) in g.iter().enumerate() {
                 let cursor_here = matches!(self.cursor, Some((c, s, e)) if c == i && (s as usize..=e as usize).contains(&y));
@@ -91,7 +96,7 @@ impl TextSnapshot {
 
     /// Text rows that differ from `other`.
     pub fn changed_rows(&self, other: &TextSnapshot) -> Vec<usize> {
-        if self.palette != other.palette {
+        if self.palette != other.palette || self.blink != other.blink {
             return (0..ROWS).collect();
         }
         let cursor_row = |s: &TextSnapshot| s.cursor.map(|(c, _, _)| c / COLS);
