@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo run --release -p vnc --example vnc_bench`
 
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -301,6 +302,22 @@ fn main() {
     );
     stop.store(true, Ordering::SeqCst);
     let _ = toggler.join();
+    // Idle: no change for 2 s with an incremental request pending must cost nothing.
+    let s = TcpStream::connect(&ours).expect("connect");
+    let probe = s.try_clone().expect("clone");
+    let mut c = RfbClient::connect(s, None, true).expect("handshake");
+    c.set_encodings(&[enc::ZRLE]).expect("SetEncodings");
+    c.request(false).expect("request");
+    c.read_update().expect("update");
+    c.request(true).expect("request");
+    std::thread::sleep(Duration::from_secs(2));
+    probe.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 4096];
+    let idle = match (&probe).read(&mut buf) {
+        Ok(n) => n,
+        Err(_) => 0,
+    };
+    println!("idle traffic (rvmm, 2 s, update request pending): {idle} bytes");
     drop(qemu);
     let _ = std::fs::remove_dir_all(&dir);
 }
