@@ -52,6 +52,16 @@ int guest_main(void)
 			check(t.edx == lapic_id(), "leaf 0xB x2APIC id %u differs from the LAPIC id %u", t.edx, lapic_id());
 		}
 	}
+	printf("cpuid: leaf1 logical_per_pkg=%u htt=%u\n", (l1.ebx >> 16) & 0xff, (l1.edx >> 28) & 1);
+	if (max >= 4) {
+		for (u32 sub = 0; sub < 8; sub++) {
+			struct cpuid_regs c = cpuid(4, sub);
+			if (!(c.eax & 0x1f))
+				break;
+			printf("cpuid: cache index=%u type=%u level=%u sharing=%u cores_per_pkg=%u\n", sub, c.eax & 0x1f,
+			       (c.eax >> 5) & 7, ((c.eax >> 14) & 0xfff) + 1, (c.eax >> 26) + 1);
+		}
+	}
 	r = cpuid(0x80000000, 0);
 	if (r.eax >= 0x80000004) {
 		char brand[49];
