@@ -67,7 +67,12 @@ struct Seg {
 pub struct BlockQueueHandler {
     s: BlockSettings,
     buf: Vec<u8>,
+    warnings: u64,
 }
+
+/// Failed requests logged in full before the handler only logs every 1000th (a guest must not
+/// be able to flood the host log).
+const WARN_FULL: u64 = 8;
 
 /// Why a chain failed before producing a status.
 #[derive(Debug)]
@@ -86,6 +91,17 @@ impl BlockQueueHandler {
         Self {
             s: settings,
             buf: Vec::new(),
+            warnings: 0,
+        }
+    }
+
+    fn warn(&mut self, msg: std::fmt::Arguments<'_>) {
+        self.warnings += 1;
+        let n = self.warnings;
+        if n <= WARN_FULL {
+            log::warn!("{msg}");
+        } else if n % 1000 == 0 {
+            log::warn!("{msg} ({n} failed requests so far; most not logged)");
         }
     }
 
@@ -159,32 +175,38 @@ impl BlockQueueHandler {
         }
         // The status byte is the last byte of the last device-writable descriptor.
         let Some(last) = writable.last_mut().filter(|l| l.len > 0) else {
-            log::warn!("virtio-blk: request without a status byte; returned unanswered");
+            self.warn(format_args!(
+                "virtio-blk: request without a status byte; returned unanswered"
+            ));
             return 0;
         };
         let status_addr = last.addr.unchecked_add(u64::from(last.len) - 1);
         if !mem.check_range(status_addr, 1, Permissions::Write) {
-            log::warn!("virtio-blk: status byte outside guest memory; returned unanswered");
+            self.warn(format_args!(
+                "virtio-blk: status byte outside guest memory; returned unanswered"
+            ));
             return 0;
         }
         last.len -= 1;
         let (status, written) = if !in_mem {
-            log::warn!("virtio-blk: descriptor outside guest memory");
+            self.warn(format_args!("virtio-blk: descriptor outside guest memory"));
             (S_IOERR, 0)
         } else if !order_ok {
-            log::warn!("virtio-blk: device-readable descriptor after a device-writable one");
+            self.warn(format_args!(
+                "virtio-blk: device-readable descriptor after a device-writable one"
+            ));
             (S_IOERR, 0)
         } else {
             match self.execute(mem, &readable, &writable) {
                 Ok(n) => (S_OK, n),
                 Err(Bad::Status(st, m)) => {
-                    log::warn!("virtio-blk: request failed: {m}");
+                    self.warn(format_args!("virtio-blk: request failed: {m}"));
                     (st, 0)
                 }
             }
         };
         if let Err(e) = mem.write_obj(status, status_addr) {
-            log::warn!("virtio-blk: cannot write status: {e}");
+            self.warn(format_args!("virtio-blk: cannot write status: {e}"));
         }
         written.saturating_add(1)
     }
