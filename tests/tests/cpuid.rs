@@ -28,6 +28,33 @@ fn hypervisor_leaves_and_topology() {
         "leaf 0xB does not count 4 CPUs\n{}",
         out.report()
     );
+    assert_eq!(
+        out.field_u64("cpuid: leaf1 ", "logical_per_pkg"),
+        Some(4),
+        "{}",
+        out.report()
+    );
+    // Cache leaf 4 must describe the same package: cores x threads per core = vCPUs.
+    let threads = out
+        .field_u64("cpuid: topology level=0", "logical")
+        .unwrap_or(0);
+    let caches: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("cpuid: cache "))
+        .collect();
+    assert!(!caches.is_empty(), "no cache leaves\n{}", out.report());
+    for c in caches {
+        let cores = c
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("cores_per_pkg="))
+            .and_then(rvmm_tests::parse_num);
+        assert_eq!(
+            cores.map(|n| n * threads),
+            Some(4),
+            "leaf 4 disagrees with 4 vCPUs: {c}\n{}",
+            out.report()
+        );
+    }
 }
 
 #[test]
