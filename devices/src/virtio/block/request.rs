@@ -100,7 +100,7 @@ impl BlockQueueHandler {
         let n = self.warnings;
         if n <= WARN_FULL {
             log::warn!("{msg}");
-        } else if n % 1000 == 0 {
+        } else if n.rem_euclid(1000) == 0 {
             log::warn!("{msg} ({n} failed requests so far; most not logged)");
         }
     }
