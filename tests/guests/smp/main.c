@@ -7,6 +7,17 @@ int overlaps_boot_structures(u64 page);
 
 static struct madt_info madt;
 static volatile u32 ap_lapic_id[64], ap_cpuid_id[64], ap_x2apic_id[64], ap_done;
+static volatile u64 ap_apic_base[64];
+
+#define MSR_APIC_BASE 0x1b
+#define APIC_BASE_BSP (1UL << 8)
+#define APIC_BASE_ENABLE (1UL << 11)
+
+static u64 read_apic_base(u64 unused)
+{
+	(void)unused;
+	return rdmsr(MSR_APIC_BASE);
+}
 
 /* x2APIC id from CPUID leaf 0xB (EDX), or the leaf-1 id when the leaf is absent. */
 static u32 cpuid_x2apic_id(void)
@@ -22,6 +33,7 @@ void ap_main(u32 index)
 	u32 cpuid_id = cpuid(1, 0).ebx >> 24;
 	u32 x2id = cpuid_x2apic_id();
 	if (index < 64) {
+		ap_apic_base[index] = rdmsr(MSR_APIC_BASE); /* APs run in ring 0 */
 		ap_lapic_id[index] = id;
 		ap_cpuid_id[index] = cpuid_id;
 		ap_x2apic_id[index] = x2id;
@@ -44,6 +56,10 @@ int guest_main(void)
 			check(madt.apic_ids[i] != madt.apic_ids[j], "APIC id %u listed twice", madt.apic_ids[i]);
 	}
 	check(bsp_listed, "BSP APIC id %u is not in the MADT", bsp);
+	u64 base = ring0_call(read_apic_base, 0);
+	printf("smp: bsp_apic_base=%#lx\n", base);
+	check((base & APIC_BASE_BSP) && (base & APIC_BASE_ENABLE) && (base & ~0xfffUL) == LAPIC_BASE,
+	      "BSP IA32_APIC_BASE is %#lx (want 0xfee00000 | BSP | enable)", base);
 	check(!overlaps_boot_structures(TRAMPOLINE_PAGE), "trampoline page overlaps boot data");
 	lapic_enable();
 	u8 vector = ap_trampoline_install(TRAMPOLINE_PAGE);
@@ -67,6 +83,8 @@ int guest_main(void)
 		check(ap_lapic_id[want] == id, "AP started as APIC id %u reports LAPIC id %u", id, ap_lapic_id[want]);
 		check(ap_cpuid_id[want] == id, "AP with APIC id %u has CPUID APIC id %u", id, ap_cpuid_id[want]);
 		check(ap_x2apic_id[want] == id, "AP with APIC id %u has CPUID leaf 0xB id %u", id, ap_x2apic_id[want]);
+		check(!(ap_apic_base[want] & APIC_BASE_BSP) && (ap_apic_base[want] & APIC_BASE_ENABLE),
+		      "AP %u IA32_APIC_BASE is %#lx (want enabled, BSP flag clear)", id, ap_apic_base[want]);
 	}
 	printf("smp: cpus_online=%u\n", started + 1);
 	finish();
