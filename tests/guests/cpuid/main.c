@@ -14,6 +14,11 @@ static void sig(char *out, u32 a, u32 b, u32 c)
 	out[12] = 0;
 }
 
+static u64 msr(u64 index)
+{
+	return rdmsr((u32)index);
+}
+
 int guest_main(void)
 {
 	char s[13];
@@ -62,6 +67,10 @@ int guest_main(void)
 			       (c.eax >> 5) & 7, ((c.eax >> 14) & 0xfff) + 1, (c.eax >> 26) + 1);
 		}
 	}
+	/* Power-on values the SDM gives; a VMM that forgets to set them leaves zeros. */
+	u64 pat = ring0_call(msr, 0x277);
+	printf("msr: pat=%#lx mtrr_def_type=%#lx\n", pat, ring0_call(msr, 0x2ff));
+	check(pat == 0x0007040600070406UL, "IA32_PAT is %#lx, not the power-on default", pat);
 	r = cpuid(0x80000000, 0);
 	if (r.eax >= 0x80000004) {
 		char brand[49];
