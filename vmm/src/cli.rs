@@ -18,14 +18,23 @@ pub enum CpuModelArg {
     Baseline,
 }
 
+/// Boot device (`--boot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BootDevice {
+    /// The --cdrom ISO's installer.
+    Cdrom,
+    /// The first --disk.
+    Disk,
+}
+
 /// rvmm: boot a kernel in a KVM virtual machine.
 #[derive(Debug, Parser)]
 #[command(name = "rvmm", version, about, long_about = None)]
 pub struct Cli {
     /// Kernel to boot: a bzImage, or an ELF vmlinux (entered through its PVH note if it has
     /// one, else at its 64-bit entry point).
-    #[arg(long, value_name = "PATH")]
-    pub kernel: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["cdrom", "disks"])]
+    pub kernel: Option<PathBuf>,
 
     /// Initial ramdisk, loaded page-aligned below the kernel's initrd_addr_max.
     #[arg(long, value_name = "PATH")]
@@ -44,9 +53,10 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub cpus: u32,
 
-    /// Where COM1 goes: stdio (raw terminal; Ctrl-A x quits), file:PATH, or none.
-    #[arg(long, value_name = "stdio|file:PATH|none", default_value = "stdio")]
-    pub serial: String,
+    /// Where COM1 goes: stdio (raw terminal; Ctrl-A x quits; the default), file:PATH, or
+    /// none. Given explicitly, a kernel booted from --cdrom also gets console=ttyS0.
+    #[arg(long, value_name = "stdio|file:PATH|none")]
+    pub serial: Option<String>,
 
     /// Exit (status 0) when the guest reboots instead of restarting it.
     #[arg(long)]
@@ -60,6 +70,32 @@ pub struct Cli {
     /// /proc/sys/vm/nr_hugepages).
     #[arg(long)]
     pub hugepages: bool,
+
+    /// A disk as virtio-blk on PCI (repeatable, in guest order vda, vdb, …); the format is
+    /// detected by the qcow2 magic unless given. The image is locked while rvmm runs.
+    #[arg(
+        long = "disk",
+        value_name = "PATH[,format=qcow2|raw][,readonly=on][,cache=writeback|none|unsafe][,serial=STR][,discard=unmap|ignore]"
+    )]
+    pub disks: Vec<devices::virtio::block::DiskConfig>,
+
+    /// An installer ISO: attached read-only as a virtio-scsi CD-ROM, and booted directly (its
+    /// installer kernel, initrd and command line) when the boot order picks the CD.
+    #[arg(long, value_name = "ISO")]
+    pub cdrom: Option<PathBuf>,
+
+    /// What to boot: cdrom, or disk (needs --kernel until firmware exists). Default: the CD
+    /// when the first --disk is empty (or there is none), else the disk.
+    #[arg(long, value_enum, value_name = "cdrom|disk")]
+    pub boot: Option<BootDevice>,
+
+    /// The ISO boot menu entry to boot (its label or title) instead of the install entry.
+    #[arg(long, value_name = "LABEL", requires = "cdrom")]
+    pub boot_entry: Option<String>,
+
+    /// Text added to the command line of the kernel booted from --cdrom.
+    #[arg(long, value_name = "STR", requires = "cdrom")]
+    pub append: Option<String>,
 
     /// More logging on stderr: -v info (boot markers), -vv debug, -vvv trace.
     #[arg(short, long, action = ArgAction::Count)]

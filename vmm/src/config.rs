@@ -173,12 +173,13 @@ impl VmConfig {
             return Err(ConfigError::CmdlineNul);
         }
         Ok(Self {
-            kernel: cli.kernel.clone(),
+            // Without --kernel, crate::devices::prepare sets the kernel the boot order picks.
+            kernel: cli.kernel.clone().unwrap_or_default(),
             initrd: cli.initrd.clone(),
             cmdline: cli.cmdline.clone(),
             mem_size,
             cpus: cli.cpus,
-            serial: parse_serial(&cli.serial)?,
+            serial: parse_serial(cli.serial.as_deref().unwrap_or("stdio"))?,
             no_reboot: cli.no_reboot,
             cpu_model: match cli.cpu_model {
                 CpuModelArg::Host => CpuModel::Host,

@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod cli;
 pub mod config;
+pub mod devices;
 pub mod exit;
 pub mod irq;
 pub mod memory;
@@ -26,13 +27,16 @@ use crate::exit::{Outcome, VmEvent};
 /// Run the VM `cli` describes until it ends; returns rvmm's exit status. `start` is the
 /// process start, for boot-marker timing.
 pub fn run(cli: &cli::Cli, start: Instant) -> Result<u8> {
-    let cfg = VmConfig::from_cli(cli)?;
+    let mut cfg = VmConfig::from_cli(cli)?;
+    // Disks and the CD are opened (and locked) once, for every reboot of this VM.
+    let storage = crate::devices::prepare(cli, &mut cfg)?;
     let sink = vm::SerialSink::open(&cfg.serial)?;
     let signal = Arc::new(AtomicUsize::new(0));
     signals::register_termination(&signal)?;
     let mut raw = None;
     loop {
         let machine = vm::Vm::build(&cfg, start, &sink)?;
+        storage.attach(&machine)?;
         if raw.is_none() && cfg.serial == SerialMode::Stdio {
             raw = Some(terminal::RawTerminal::enter());
         }

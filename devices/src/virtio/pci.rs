@@ -263,13 +263,14 @@ impl VirtioPciDevice {
             pci_cfg_cap,
             kicks,
             registered: None,
-            queues: vec![
-                QueueRegs {
+            queues: max_sizes
+                .iter()
+                .map(|&size| QueueRegs {
                     vector: NO_VECTOR,
+                    size,
                     ..QueueRegs::default()
-                };
-                nq
-            ],
+                })
+                .collect(),
             max_sizes,
             device_feature_select: 0,
             driver_feature_select: 0,
@@ -528,9 +529,11 @@ impl VirtioPciDevice {
     fn reset(&mut self) {
         let ok = !self.active || self.device.reset();
         self.active = false;
-        for r in &mut self.queues {
+        for (r, &max) in self.queues.iter_mut().zip(&self.max_sizes) {
+            // queue_size reads as the maximum until the driver writes a smaller one (§4.1.4.3).
             *r = QueueRegs {
                 vector: NO_VECTOR,
+                size: max,
                 ..QueueRegs::default()
             };
         }
