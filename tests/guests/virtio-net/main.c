@@ -8,7 +8,9 @@
  *
  * Command line: ip=A.B.C.D (ours, default 10.0.0.10), peer=A.B.C.D (default 10.0.0.2),
  * udp=N datagrams to peer port 5555 (default 5), pings=N echo replies to wait for (default 3),
- * serve_ms=T upper bound for the serving phase (default 20000). Prints
+ * serve_ms=T upper bound for the serving phase (default 20000); bench=1 adds a benchmark
+ * before serving: bench_tx=N datagrams of bench_size=S payload bytes to peer port 5556 as fast
+ * as the device takes them, then counting datagrams to our port 5557 for bench_rx_ms=T. Prints
  *   virtio-net: ready …            when the UDP datagrams are out and pings are answered
  *   virtio-net: arp_replies=… icmp_replies=… udp_sent=… rx=… tx=… bad_num_buffers=…  at the end. */
 #include "rvmm.h"
@@ -195,6 +197,9 @@ static int send_frame(const u8 *frame, u32 len)
 	return 0;
 }
 
+static u64 arg_u64(const char *key, u64 dflt);
+static int is_bench_udp(const u8 *f, u32 len);
+static u64 bench_rx_frames, bench_rx_bytes, bench_rx_first, bench_rx_last;
 static u16 be16(const u8 *p) { return (u16)(p[0] << 8 | p[1]); }
 static void put16(u8 *p, u16 v) { p[0] = (u8)(v >> 8); p[1] = (u8)v; }
 
@@ -293,7 +298,14 @@ static void poll_rx(void)
 			const u8 *f = b + NET_HDR;
 			u32 len = e.len - NET_HDR;
 			rx_frames++;
-			if (be16(f + 12) == 0x0806)
+			if (is_bench_udp(f, len)) {
+				u64 now = rdtsc();
+				if (!bench_rx_frames)
+					bench_rx_first = now;
+				bench_rx_last = now;
+				bench_rx_frames++;
+				bench_rx_bytes += len;
+			} else if (be16(f + 12) == 0x0806)
 				handle_arp(f, len);
 			else if (be16(f + 12) == 0x0800)
 				handle_ipv4(f, len);
@@ -307,32 +319,88 @@ static void poll_rx(void)
 	}
 }
 
-static void send_udp(int seq)
+/* A UDP datagram to the peer: "rvmm-udp <seq>" padded with filler to `size` payload bytes. */
+static int send_udp_to(u16 port, int seq, u32 size)
 {
-	u8 f[128];
+	static u8 f[BUFSZ];
 	char payload[32];
 	int plen = snprintf(payload, sizeof(payload), "rvmm-udp %d", seq);
-	u32 udp_len = 8 + (u32)plen, ip_len = 20 + udp_len;
-	memset(f, 0, sizeof(f));
+	if (size < (u32)plen)
+		size = (u32)plen;
+	if (size > BUFSZ - NET_HDR - 42)
+		size = BUFSZ - NET_HDR - 42;
+	u32 udp_len = 8 + size, ip_len = 20 + udp_len;
+	memset(f, 0, 60);
 	eth_header(f, peer_mac, 0x0800);
 	u8 *ip = f + 14;
 	ip[0] = 0x45;
+	ip[1] = 0;
 	put16(ip + 2, (u16)ip_len);
 	put16(ip + 4, (u16)(0x1000 + seq));
 	put16(ip + 6, 0x4000);
 	ip[8] = 64;
 	ip[9] = 17;
+	put16(ip + 10, 0);
 	memcpy(ip + 12, my_ip, 4);
 	memcpy(ip + 16, peer_ip, 4);
 	put16(ip + 10, ip_csum(ip, 20));
 	u8 *udp = ip + 20;
 	put16(udp, 4444);
-	put16(udp + 2, 5555);
+	put16(udp + 2, port);
 	put16(udp + 4, (u16)udp_len);
-	memcpy(udp + 8, payload, (u32)plen); /* checksum 0: none (allowed for UDP over IPv4) */
+	put16(udp + 6, 0); /* no checksum (allowed for UDP over IPv4) */
+	memcpy(udp + 8, payload, (u32)plen);
+	memset(udp + 8 + plen, 'x', size - (u32)plen);
 	u32 flen = 14 + ip_len;
-	if (send_frame(f, flen < 60 ? 60 : flen) == 0)
+	return send_frame(f, flen < 60 ? 60 : flen);
+}
+
+static void send_udp(int seq)
+{
+	if (send_udp_to(5555, seq, 0) == 0)
 		udp_sent++;
+}
+
+/* Benchmark receive side: UDP frames to port 5557 count; others are handled as usual. */
+static int is_bench_udp(const u8 *f, u32 len)
+{
+	return len >= 42 && be16(f + 12) == 0x0800 && f[14 + 9] == 17 &&
+	       be16(f + 14 + (u32)(f[14] & 15) * 4 + 2) == 5557;
+}
+
+static void bench(void)
+{
+	u64 n = arg_u64("bench_tx", 20000), size = arg_u64("bench_size", 1024);
+	u64 rx_ms = arg_u64("bench_rx_ms", 3000);
+	u64 khz = tsc_khz();
+	u64 t0 = rdtsc();
+	u64 sent = 0;
+	for (u64 i = 0; i < n; i++)
+		if (send_udp_to(5556, (int)i, (u32)size) == 0)
+			sent++;
+	/* Wait for the device to take the last frames. */
+	u64 deadline = tsc_deadline_ms(2000);
+	while (*(volatile u16 *)&txq.u.idx != txq.avail_idx && rdtsc() < deadline)
+		cpu_relax();
+	u64 t1 = rdtsc();
+	u64 frame = 14 + 20 + 8 + size;
+	printf("virtio-net: bench_tx frames=%lu frame_bytes=%lu us=%lu\n", sent, frame,
+	       (t1 - t0) * 1000 / khz);
+	printf("virtio-net: bench_rx_ready\n");
+	u64 idle_limit = tsc_deadline_ms(30000);
+	for (;;) {
+		poll_rx();
+		u64 now = rdtsc();
+		if (bench_rx_frames && now - bench_rx_first > rx_ms * khz)
+			break;
+		if (bench_rx_frames && now - bench_rx_last > 1000 * khz)
+			break;
+		if (!bench_rx_frames && now > idle_limit)
+			break;
+	}
+	u64 span = bench_rx_last > bench_rx_first ? bench_rx_last - bench_rx_first : 1;
+	printf("virtio-net: bench_rx frames=%lu bytes=%lu us=%lu\n", bench_rx_frames, bench_rx_bytes,
+	       span * 1000 / khz);
 }
 
 static int parse_ip(const char *s, u8 out[4])
@@ -401,6 +469,8 @@ int guest_main(void)
 	printf("virtio-net: ready peer=%02x:%02x:%02x:%02x:%02x:%02x udp_sent=%d\n", peer_mac[0],
 	       peer_mac[1], peer_mac[2], peer_mac[3], peer_mac[4], peer_mac[5], udp_sent);
 
+	if (arg_u64("bench", 0))
+		bench();
 	u64 end = tsc_deadline_ms(serve_ms);
 	while ((u64)icmp_replies < pings && rdtsc() < end)
 		poll_rx();
