@@ -22,6 +22,12 @@ static void on_pit(struct irq_frame *f)
 	lapic_eoi();
 }
 
+static u64 write_tsc_deadline(u64 deadline)
+{
+	wrmsr(0x6e0, deadline); /* IA32_TSC_DEADLINE */
+	return 0;
+}
+
 static u32 wait_ticks(volatile u32 *ticks, u64 ms)
 {
 	u64 end = tsc_deadline_ms(ms);
@@ -48,6 +54,35 @@ int guest_main(void)
 	lapic_write(LAPIC_TIMER_INIT, 0);
 	printf("timer: lapic ticks=%u us=%lu\n", n, us);
 	check(n >= WANT_TICKS, "only %u LAPIC timer interrupts in 5 s", n);
+
+	/* One-shot mode: exactly one interrupt. */
+	lapic_ticks = 0;
+	lapic_write(LAPIC_LVT_TIMER, LAPIC_VECTOR); /* one-shot */
+	lapic_write(LAPIC_TIMER_INIT, 100000);
+	u64 end = tsc_deadline_ms(500);
+	irq_enable();
+	while (rdtsc() < end)
+		cpu_relax();
+	irq_disable();
+	printf("timer: oneshot ticks=%u\n", lapic_ticks);
+	check(lapic_ticks == 1, "one-shot LAPIC timer fired %u times", lapic_ticks);
+
+	/* TSC-deadline mode, when CPUID offers it (Linux prefers it). */
+	if ((cpuid(1, 0).ecx >> 24) & 1) {
+		lapic_ticks = 0;
+		lapic_write(LAPIC_LVT_TIMER, LAPIC_VECTOR | (2 << 17));
+		ring0_call(write_tsc_deadline, rdtsc() + tsc_khz()); /* ~1 ms */
+		end = tsc_deadline_ms(2000);
+		irq_enable();
+		while (!lapic_ticks && rdtsc() < end)
+			cpu_relax();
+		irq_disable();
+		lapic_write(LAPIC_LVT_TIMER, 1 << 16);
+		printf("timer: tsc_deadline ticks=%u\n", lapic_ticks);
+		check(lapic_ticks == 1, "TSC-deadline timer fired %u times (CPUID advertises it)", lapic_ticks);
+	} else {
+		printf("timer: tsc_deadline unsupported\n");
+	}
 
 	struct madt_info m;
 	if (check(madt_parse(&m) == 0 && m.nr_ioapics > 0, "no IOAPIC in the MADT")) {
