@@ -148,6 +148,12 @@ fn timer_interrupts_arrive() {
         "{}",
         out.report()
     );
+    assert_eq!(
+        out.field_u64("timer: oneshot ", "ticks"),
+        Some(1),
+        "{}",
+        out.report()
+    );
 }
 
 #[test]
