@@ -1,6 +1,6 @@
 //! A minimal RFB client: the reference decoder for tests and the benchmark's probe.
 //!
-//! It decodes Raw, CopyRect, Hextile, ZRLE and Tight (without JPEG) plus the DesktopSize,
+//! It decodes Raw, CopyRect, Hextile, ZRLE and Tight (with JPEG) plus the DesktopSize,
 //! ExtendedDesktopSize, LastRect, Cursor, QEMU LED State and QEMU Extended Key Event
 //! pseudo-rectangles into a [`Frame`] of server pixels. It trusts nothing the server sends:
 //! every size is checked against the screen.
@@ -558,6 +558,22 @@ impl<S: Read + Write> RfbClient<S> {
         }
     }
 
+    /// A Tight compact length followed by that many bytes.
+    fn read_compact_data(&mut self) -> Result<Vec<u8>> {
+        let mut len = 0usize;
+        for i in 0..3 {
+            let mut b = [0u8; 1];
+            self.s.read_exact(&mut b)?;
+            len |= usize::from(b[0] & if i == 2 { 0xff } else { 0x7f }) << (7 * i);
+            if b[0] & 0x80 == 0 || i == 2 {
+                break;
+            }
+        }
+        let mut z = vec![0u8; len];
+        self.s.read_exact(&mut z)?;
+        Ok(z)
+    }
+
     fn tight(&mut self, r: Rect) -> Result<()> {
         let tp = if self.pf.tight_rgb24() {
             3
@@ -580,8 +596,30 @@ impl<S: Read + Write> RfbClient<S> {
             self.fill(r, px);
             return Ok(());
         }
+        if kind == 9 {
+            let z = self.read_compact_data()?;
+            let mut d = jpeg_decoder::Decoder::new(&z[..]);
+            let rgb = d
+                .decode()
+                .map_err(|e| VncError::Protocol(format!("Tight JPEG: {e}")))?;
+            let info = d
+                .info()
+                .ok_or_else(|| VncError::Protocol("Tight JPEG without header".into()))?;
+            if (info.width, info.height) != (r.w, r.h)
+                || info.pixel_format != jpeg_decoder::PixelFormat::RGB24
+                || rgb.len() != r.area() * 3
+            {
+                return proto_err(format!("Tight JPEG does not match {r:?}"));
+            }
+            for (i, p) in rgb.chunks_exact(3).enumerate() {
+                let c = (u32::from(p[0]) << 16) | (u32::from(p[1]) << 8) | u32::from(p[2]);
+                let w = usize::from(r.w);
+                self.put(r.x + (i % w) as u16, r.y + (i / w) as u16, c);
+            }
+            return Ok(());
+        }
         if kind > 7 {
-            return proto_err(format!("unsupported Tight compression {kind:#x} (JPEG?)"));
+            return proto_err(format!("unsupported Tight compression {kind:#x}"));
         }
         let stream = usize::from(kind & 3);
         let filter = if kind & 4 != 0 {
@@ -614,17 +652,7 @@ impl<S: Read + Write> RfbClient<S> {
             self.s.read_exact(&mut b)?;
             b
         } else {
-            let mut len = 0usize;
-            for i in 0..3 {
-                let mut b = [0u8; 1];
-                self.s.read_exact(&mut b)?;
-                len |= usize::from(b[0] & if i == 2 { 0xff } else { 0x7f }) << (7 * i);
-                if b[0] & 0x80 == 0 || i == 2 {
-                    break;
-                }
-            }
-            let mut z = vec![0u8; len];
-            self.s.read_exact(&mut z)?;
+            let z = self.read_compact_data()?;
             let out = inflate(&mut self.tight[stream], &z, data_len)?;
             if out.len() != data_len {
                 return proto_err(format!(

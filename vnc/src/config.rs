@@ -33,6 +33,8 @@ pub struct VncListen {
     pub password_file: Option<PathBuf>,
     /// Separate WebSocket listener `(host, port)`, for browsers (noVNC).
     pub websocket: Option<(String, u16)>,
+    /// Allow lossy compression (Tight JPEG), as QEMU's `lossy=on`.
+    pub lossy: bool,
 }
 
 impl VncListen {
@@ -120,6 +122,7 @@ impl FromStr for VncConfig {
             display,
             password_file: None,
             websocket: None,
+            lossy: false,
         };
         for opt in parts {
             let (key, val) = match opt.split_once('=') {
@@ -130,6 +133,8 @@ impl FromStr for VncConfig {
                 ("password-file", Some(p)) if !p.is_empty() => {
                     cfg.password_file = Some(PathBuf::from(p))
                 }
+                ("lossy", None) | ("lossy", Some("on")) => cfg.lossy = true,
+                ("lossy", Some("off")) => cfg.lossy = false,
                 ("websocket", None) | ("websocket", Some("on")) => {
                     let port = u32::from(WEBSOCKET_BASE_PORT) + u32::from(display);
                     let port = u16::try_from(port)
@@ -190,6 +195,7 @@ mod tests {
         assert_eq!(l.websocket, Some(("localhost".to_string(), 5701)));
         let l = listen("127.0.0.1:4,websocket");
         assert_eq!(l.websocket, Some(("127.0.0.1".to_string(), 5704)));
+        assert!(listen("h,lossy=on").lossy && !listen("h").lossy);
         let l = listen(":0,websocket=127.0.0.2:6000");
         assert_eq!(l.websocket, Some(("127.0.0.2".to_string(), 6000)));
     }

@@ -38,7 +38,7 @@ pub enum VncError {
     #[error("vnc authentication failed: {0}")]
     AuthFailed(String),
     /// A `--vnc` option string could not be parsed.
-    #[error("invalid --vnc option {value:?}: {reason} (expected HOST[:DISPLAY][,password-file=PATH][,websocket=PORT] or none)")]
+    #[error("invalid --vnc option {value:?}: {reason} (expected HOST[:DISPLAY][,password-file=PATH][,websocket=PORT][,lossy=on] or none)")]
     Config {
         /// The option text as given.
         value: String,

@@ -33,6 +33,8 @@ pub struct VncServerOptions {
     pub max_clients: usize,
     /// Time a client has to finish the handshake.
     pub handshake_timeout: Duration,
+    /// Allow lossy compression (Tight JPEG) for clients that ask for a JPEG quality level.
+    pub lossy: bool,
 }
 
 impl Default for VncServerOptions {
@@ -45,6 +47,7 @@ impl Default for VncServerOptions {
             auth_max_failures: 5,
             max_clients: 16,
             handshake_timeout: Duration::from_secs(30),
+            lossy: false,
         }
     }
 }
@@ -180,6 +183,7 @@ impl VncServer {
         if let Some(p) = &cfg.password_file {
             opts.password = Some(read_password_file(p)?);
         }
+        opts.lossy |= cfg.lossy;
         let mut server = VncServer::new(fb, input, opts);
         server.listen(&cfg.bind_addr())?;
         if let Some((host, port)) = &cfg.websocket {

@@ -422,6 +422,11 @@ fn writer_loop(shared: &Shared, h: &ClientHandle, w: &mut impl Write) -> Result<
         {
             encoder.compress_level = (level - enc::COMPRESS_LEVEL_0) as u32;
         }
+        encoder.jpeg_quality = encodings
+            .iter()
+            .find(|e| (enc::JPEG_QUALITY_0..=enc::JPEG_QUALITY_0 + 9).contains(*e))
+            .filter(|_| shared.opts.lossy)
+            .map(|q| (q - enc::JPEG_QUALITY_0) as u8);
         let frame_gen = shared.frame_gen.load(Ordering::SeqCst);
         let (frame, cursor_shape) = shared.screen();
         msg.clear();

@@ -89,6 +89,10 @@ struct Rig {
 }
 
 fn rig(w: u16, h: u16, password: Option<&[u8]>) -> Rig {
+    rig_with(w, h, password, false)
+}
+
+fn rig_with(w: u16, h: u16, password: Option<&[u8]>, lossy: bool) -> Rig {
     let screen = Arc::new(Mutex::new(Screen {
         frame: pattern(w, h),
         dirty: Dirty::None,
@@ -103,6 +107,7 @@ fn rig(w: u16, h: u16, password: Option<&[u8]>) -> Rig {
             poll_interval: Duration::from_millis(5),
             auth_failure_delay: Duration::from_millis(1),
             auth_max_failures: 3,
+            lossy,
             ..Default::default()
         },
     );
@@ -733,4 +738,69 @@ fn scattered_changes_are_bounded_in_rectangle_count() {
         &rig.expected(PixelFormat::XRGB8888),
         "scattered",
     );
+}
+
+#[test]
+fn tight_jpeg_only_when_lossy_is_allowed() {
+    // Noise-like content, where JPEG pays off.
+    let noisy = |rig: &Rig| {
+        let mut s = rig.screen.lock().unwrap();
+        let mut v = 12345u32;
+        for (i, p) in s.frame.pixels.iter_mut().enumerate() {
+            v = v.wrapping_mul(1103515245).wrapping_add(12345);
+            // Smooth gradient plus mild noise.
+            let base = ((i % 256) as u32) * 0x010101;
+            *p = (base ^ ((v >> 16) & 0x070707)) & 0xffffff;
+        }
+        s.dirty = Dirty::All;
+        drop(s);
+        // Let the capture thread publish it.
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let encodings = [enc::TIGHT, enc::JPEG_QUALITY_0 + 8];
+    let lossless = rig(256, 128, None);
+    noisy(&lossless);
+    let mut c = lossless.connect(None, true);
+    c.set_encodings(&encodings).unwrap();
+    c.request(false).unwrap();
+    let exact = c.read_update().unwrap();
+    assert_screen(
+        &c.screen.pixels,
+        &lossless.expected(PixelFormat::XRGB8888),
+        "no lossy",
+    );
+
+    let lossy = rig_with(256, 128, None, true);
+    noisy(&lossy);
+    let mut c = lossy.connect(None, true);
+    c.set_encodings(&encodings).unwrap();
+    c.request(false).unwrap();
+    let jpeg = c.read_update().unwrap();
+    assert!(
+        jpeg.bytes * 2 < exact.bytes,
+        "jpeg {} vs lossless {}",
+        jpeg.bytes,
+        exact.bytes
+    );
+    // Close to the original: small mean error per channel.
+    let want = lossy.expected(PixelFormat::XRGB8888);
+    let err: u64 = c
+        .screen
+        .pixels
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| {
+            (0..3)
+                .map(|k| ((a >> (8 * k)) & 0xff).abs_diff((b >> (8 * k)) & 0xff) as u64)
+                .sum::<u64>()
+        })
+        .sum();
+    let mean = err as f64 / (want.len() * 3) as f64;
+    assert!(mean < 6.0, "mean channel error {mean}");
+    // Without a quality level the same server stays lossless.
+    let mut c = lossy.connect(None, true);
+    c.set_encodings(&[enc::TIGHT]).unwrap();
+    c.request(false).unwrap();
+    c.read_update().unwrap();
+    assert_screen(&c.screen.pixels, &want, "no quality level");
 }

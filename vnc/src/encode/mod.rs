@@ -107,6 +107,8 @@ pub struct Encoder {
     tight: [Option<ZStream>; 4],
     /// Compression level requested by the client (0–9).
     pub compress_level: u32,
+    /// JPEG quality level (0–9) for Tight, when lossy compression is allowed and requested.
+    pub jpeg_quality: Option<u8>,
     scratch: Vec<u8>,
 }
 
@@ -118,6 +120,7 @@ impl Encoder {
             zrle: None,
             tight: [None, None, None, None],
             compress_level: 6,
+            jpeg_quality: None,
             scratch: Vec::new(),
         }
     }
@@ -146,7 +149,8 @@ impl Encoder {
             }
             enc::TIGHT => {
                 let level = self.compress_level;
-                tight::encode(&self.conv, &mut self.tight, level, frame, rect, out)
+                let jpeg = self.jpeg_quality;
+                tight::encode(&self.conv, &mut self.tight, level, jpeg, frame, rect, out)
             }
             _ => {
                 put_rect_header(out, rect, enc::RAW);

@@ -1,6 +1,7 @@
 //! Tight encoding (community RFB spec): per rectangle a fill colour, a palette with packed
-//! indices, or full-colour pixels, each zlib-compressed on one of four per-client streams.
-//! JPEG is not produced (lossless only).
+//! indices, or full-colour pixels, each zlib-compressed on one of four per-client streams;
+//! full-colour areas go out as JPEG when the server allows lossy compression and the client
+//! asked for a JPEG quality level.
 
 use super::{Frame, ZStream};
 use crate::framebuffer::Rect;
@@ -25,6 +26,12 @@ const FILL: u8 = 0x80;
 const EXPLICIT_FILTER: u8 = 0x40;
 /// Filter id: palette.
 const FILTER_PALETTE: u8 = 1;
+/// Compression control: JPEG.
+const JPEG: u8 = 0x90;
+/// Smallest area worth a JPEG.
+const MIN_JPEG_AREA: usize = 4096;
+/// JPEG quality for the client's quality levels 0–9 (TigerVNC's scale).
+const JPEG_QUALITY: [u8; 10] = [15, 29, 41, 42, 62, 77, 79, 86, 92, 100];
 
 /// Append a Tight compact length (7 bits per byte, low first, at most 3 bytes).
 pub fn put_compact_len(n: usize, out: &mut Vec<u8>) {
@@ -61,11 +68,14 @@ fn put_data(
     out.extend_from_slice(&z);
 }
 
-/// Append Tight rectangles covering `rect`; returns how many were written.
+/// Append Tight rectangles covering `rect`; returns how many were written. `jpeg` is the
+/// client's JPEG quality level (0–9) when lossy compression is allowed.
+#[allow(clippy::too_many_arguments)]
 pub fn encode(
     conv: &Converter,
     streams: &mut [Option<ZStream>; 4],
     level: u32,
+    jpeg: Option<u8>,
     frame: &Frame,
     rect: Rect,
     out: &mut Vec<u8>,
@@ -79,7 +89,15 @@ pub fn encode(
         let mut x = rect.x;
         while x < rect.x + rect.w {
             let w = cw.min(rect.x + rect.w - x);
-            encode_one(conv, streams, level, frame, Rect::new(x, y, w, h), out);
+            encode_one(
+                conv,
+                streams,
+                level,
+                jpeg,
+                frame,
+                Rect::new(x, y, w, h),
+                out,
+            );
             count += 1;
             x += w;
         }
@@ -88,10 +106,12 @@ pub fn encode(
     count
 }
 
+#[allow(clippy::too_many_arguments)]
 fn encode_one(
     conv: &Converter,
     streams: &mut [Option<ZStream>; 4],
     level: u32,
+    jpeg: Option<u8>,
     frame: &Frame,
     r: Rect,
     out: &mut Vec<u8>,
@@ -143,6 +163,31 @@ fn encode_one(
         }
         put_data(streams, level, stream, &data, out);
         return;
+    }
+    if let Some(q) =
+        jpeg.filter(|_| r.area() >= MIN_JPEG_AREA && conv.format().bits_per_pixel >= 16)
+    {
+        let rgb: Vec<u8> = px
+            .iter()
+            .flat_map(|p| [(p >> 16) as u8, (p >> 8) as u8, *p as u8])
+            .collect();
+        let mut data = Vec::new();
+        let quality = JPEG_QUALITY[usize::from(q.min(9))];
+        match jpeg_encoder::Encoder::new(&mut data, quality).encode(
+            &rgb,
+            r.w,
+            r.h,
+            jpeg_encoder::ColorType::Rgb,
+        ) {
+            Ok(()) => {
+                out.push(JPEG);
+                put_compact_len(data.len(), out);
+                out.extend_from_slice(&data);
+                return;
+            }
+            // Fall back to lossless below.
+            Err(e) => log::warn!("vnc: JPEG encoding of {r:?} failed: {e}"),
+        }
     }
     out.push((STREAM_FULL as u8) << 4);
     let mut d = Vec::with_capacity(px.len() * 3);
