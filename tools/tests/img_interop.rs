@@ -955,3 +955,61 @@ fn resize_grow_and_shrink() {
     );
     ok("qemu-io", &["-c", "read -P 1 0 512k", s(&img)]);
 }
+
+#[test]
+fn convert_across_cluster_sizes_and_into_existing_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src.qcow2");
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4k",
+            s(&src),
+            "8M",
+        ],
+    );
+    ok(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 1 0 4k",
+            "-c",
+            "write -P 2 1052672 8k",
+            "-c",
+            "write -P 3 7M 64k",
+            s(&src),
+        ],
+    );
+    // Sparse 4k-cluster source into 64k compressed clusters.
+    let dst = d.join("dst.qcow2");
+    ok(
+        RVMM_IMG,
+        &[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "-o",
+            "cluster_size=64k",
+            s(&src),
+            s(&dst),
+        ],
+    );
+    ok("qemu-img", &["compare", s(&src), s(&dst)]);
+    assert_eq!(qemu_check_code(&dst), 0);
+    // -n into an existing raw file full of 0xff: holes must become zeroes.
+    let raw = d.join("existing.raw");
+    std::fs::write(&raw, vec![0xffu8; 8 * MIB as usize]).unwrap();
+    ok(RVMM_IMG, &["convert", "-n", "-O", "raw", s(&src), s(&raw)]);
+    ok("qemu-img", &["compare", "-F", "raw", s(&src), s(&raw)]);
+    // -p draws a progress bar and still converts.
+    let p = d.join("p.raw");
+    ok(RVMM_IMG, &["convert", "-p", "-O", "raw", s(&src), s(&p)]);
+    ok("qemu-img", &["compare", "-F", "raw", s(&src), s(&p)]);
+}

@@ -139,9 +139,16 @@ pub fn run(a: Args) -> Result<i32> {
         Some(q) => q.cluster_size().max(1 << 20),
         None => 1 << 20,
     };
-    // Reader thread: skip holes via block status, hand non-zero chunks to the writer.
-    let (tx, rx) = sync_channel::<Result<(u64, Vec<u8>)>>(8);
+    // Reader thread: skip holes via block status, hand non-zero chunks to the writer. Buffers
+    // circulate through a pool so that no chunk pays for fresh page faults.
+    type Chunk = (u64, u64, Option<Vec<u8>>);
+    let (tx, rx) = sync_channel::<Result<Chunk>>(8);
+    let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(16);
+    for _ in 0..10 {
+        let _ = pool_tx.try_send(vec![0u8; chunk as usize]);
+    }
     let reader_src = src.clone();
+    let reader_pool = pool_tx.clone();
     let reader = std::thread::spawn(move || {
         let mut off = 0u64;
         while off < size {
@@ -153,33 +160,38 @@ pub fn run(a: Args) -> Result<i32> {
                     return;
                 }
             };
-            if st.zero && !st.data {
-                let skip = st.len.max(1);
-                if tx.send(Ok((off, Vec::new()))).is_err() {
+            // Skip whole chunks only, so offsets stay chunk (cluster) aligned.
+            if st.zero && !st.data && st.len >= n {
+                let skip = (st.len / chunk * chunk).clamp(n, size - off);
+                if tx.send(Ok((off, skip, None))).is_err() {
                     return;
                 }
                 off += skip;
                 continue;
             }
-            let mut buf = vec![0u8; n as usize];
+            let Ok(mut buf) = pool_rx.recv() else {
+                return;
+            };
+            buf.resize(n as usize, 0);
             if let Err(e) = reader_src.read_at(off, &mut buf) {
                 let _ = tx.send(Err(anyhow!("error while reading at offset {off}: {e}")));
                 return;
             }
-            if buf.iter().all(|&b| b == 0) {
-                buf = Vec::new();
-            }
-            let skip = n;
-            if tx.send(Ok((off, buf))).is_err() {
+            let item = if buf.iter().all(|&b| b == 0) {
+                let _ = reader_pool.try_send(buf);
+                (off, n, None)
+            } else {
+                (off, n, Some(buf))
+            };
+            if tx.send(Ok(item)).is_err() {
                 return;
             }
-            off += skip;
+            off += n;
         }
     });
-    let mut last = 0u64;
     for item in rx {
-        let (off, buf) = item?;
-        if !buf.is_empty() {
+        let (off, len, buf) = item?;
+        if let Some(buf) = buf {
             match (&dst_q, a.compress) {
                 (Some(q), true) => q
                     .write_compressed(off, &buf)
@@ -188,17 +200,15 @@ pub fn run(a: Args) -> Result<i32> {
                     .write_at(off, &buf)
                     .map_err(|e| anyhow!("error while writing at offset {off}: {e}"))?,
             }
+            let _ = pool_tx.try_send(buf);
         } else if a.no_create {
-            let n = chunk.min(size - off);
-            dst.write_zeroes(off, n)
+            dst.write_zeroes(off, len)
                 .map_err(|e| anyhow!("error while zeroing at offset {off}: {e}"))?;
         }
         if let Some(b) = &bar {
-            b.set_position(off);
+            b.set_position(off + len);
         }
-        last = off;
     }
-    let _ = last;
     reader
         .join()
         .map_err(|_| anyhow!("reader thread panicked"))?;
