@@ -610,3 +610,65 @@ fn activation_without_version_1_is_refused() {
     let irq = Arc::new(CountingInterrupt(AtomicUsize::new(0)));
     assert!(dev.activate(Atomic::new(memory()), irq, q).is_err());
 }
+
+#[test]
+fn multi_queue_pairs_start_after_vq_pairs_set() {
+    let (tap0, wire0) = wire();
+    let (tap1, wire1) = wire();
+    let mut dev = Net::from_queues(vec![tap0, tap1], GUEST, None).unwrap();
+    assert_ne!(dev.features() & F_MQ, 0);
+    assert_eq!(dev.queue_max_sizes().len(), 5);
+    let acked = F_VERSION_1 | F_CTRL_VQ | F_MQ;
+    dev.ack_features(acked);
+    assert_eq!(ctrl_queue_index(acked, 2), 4);
+    assert_eq!(ctrl_queue_index(F_VERSION_1 | F_CTRL_VQ, 2), 2);
+    let mem = memory();
+    let mut drivers: Vec<Driver> = (0..5u64)
+        .map(|i| Driver::new(16, 0x1_0000 * (i + 1)))
+        .collect();
+    let kicks: Vec<EventFd> = (0..5)
+        .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
+        .collect();
+    let queues = drivers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| ActiveQueue {
+            index: i as u16,
+            queue: d.queue(),
+            kick: kicks[i].try_clone().unwrap(),
+        })
+        .collect();
+    let irq = Arc::new(CountingInterrupt(AtomicUsize::new(0)));
+    dev.activate(Atomic::new(mem.clone()), irq, queues).unwrap();
+
+    // Pair 1 (queues 2 and 3) is idle until the driver asks for two pairs.
+    let t = frame([0xff; 6], 40, 31);
+    mem.write_slice(&t, GuestAddress(0x30_0000)).unwrap();
+    drivers[3].add(&mem, &[(0x30_0000, t.len() as u32, false)]);
+    kicks[3].write(1).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(recv(&wire1).is_none(), "pair 1 ran before VQ_PAIRS_SET");
+
+    mem.write_slice(
+        &[CTRL_MQ, CTRL_MQ_VQ_PAIRS_SET, 2, 0],
+        GuestAddress(0x38_0000),
+    )
+    .unwrap();
+    drivers[4].add(&mem, &[(0x38_0000, 4, false), (0x38_0100, 1, true)]);
+    kicks[4].write(1).unwrap();
+    wait_for("control reply", || !drivers[4].take_used(&mem).is_empty());
+    assert_eq!(
+        mem.read_obj::<u8>(GuestAddress(0x38_0100)).unwrap(),
+        CTRL_OK
+    );
+    // The pending tx on pair 1 goes out once the pair is enabled and kicked again.
+    kicks[3].write(1).unwrap();
+    let mut sent = None;
+    wait_for("tx on pair 1", || {
+        sent = recv(&wire1);
+        sent.is_some()
+    });
+    assert_eq!(sent.unwrap(), t);
+    assert!(recv(&wire0).is_none(), "frame went out on the wrong pair");
+    assert!(dev.reset());
+}

@@ -108,7 +108,13 @@ impl Worker {
                     }
                 }
             }
-            let timeout = if rx_due.iter().any(|&d| d) { 0 } else { -1 };
+            // Pairs the driver has not enabled yet keep their flags until it does; they must
+            // not make us spin.
+            let timeout = if rx_due.iter().take(active).any(|&d| d) {
+                0
+            } else {
+                -1
+            };
             let n = match epoll.wait(timeout, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
