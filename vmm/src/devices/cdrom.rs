@@ -68,7 +68,7 @@ impl CdMedium {
     /// Open `path` read-only with a shared image lock (other readers may share the ISO).
     pub fn open(path: &Path) -> Result<Self> {
         let lock = ImageLock::acquire(path, true)
-            .with_context(|| format!("cannot attach --cdrom {}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("cannot attach --cdrom {}: {e}", path.display()))?;
         let file =
             File::open(path).with_context(|| format!("cannot open --cdrom {}", path.display()))?;
         let raw = qcow::RawFile::from_file(file, true)

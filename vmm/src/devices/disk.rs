@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::io::AsRawFd;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use ::devices::virtio::block::{settings_for, Block, Disk, DiskConfig, DiskFormat};
 
@@ -18,9 +18,10 @@ const CHUNK: u64 = 1 << 20;
 /// Open (and lock) every disk, in order.
 pub fn open_all(cfgs: &[DiskConfig]) -> Result<Vec<Disk>> {
     cfgs.iter()
+        // DiskError's message already names its cause; chaining it would say it twice.
         .map(|c| {
             c.open()
-                .with_context(|| format!("cannot attach --disk {}", c.path.display()))
+                .map_err(|e| anyhow!("cannot attach --disk {}: {e}", c.path.display()))
         })
         .collect()
 }

@@ -1,0 +1,213 @@
+/* The installer stand-in that `rvmm --cdrom` boots from an ISO: reports the command line and
+ * initrd it was given, then reads the CD through a virtio-scsi host on PCI, driven from the
+ * virtio 1.2 specification (§4.1 PCI transport, §2.7 split virtqueues, §5.6 SCSI host) and
+ * the SCSI/MMC command set (SPC INQUIRY, TEST UNIT READY, READ CAPACITY(10), READ(10)), by
+ * polling in ring 3.
+ *
+ * Output: "cdcheck: cmdline: <text>", "cdcheck: initrd size=N fnv=0x…", "cdcheck: found …",
+ * "cdcheck: inquiry type=N", "cdcheck: capacity blocks=N block_size=N",
+ * "cdcheck: label: <volume id>" (the primary volume descriptor at sector 16, trailing blanks
+ * removed). */
+#include "rvmm.h"
+
+#define VIRTIO_VENDOR 0x1af4
+#define VIRTIO_SCSI_MODERN 0x1048
+#define CAP_VENDOR 0x09
+#define CFG_COMMON 1
+#define CFG_NOTIFY 2
+
+#define ST_ACK 1
+#define ST_DRIVER 2
+#define ST_DRIVER_OK 4
+#define ST_FEATURES_OK 8
+#define ST_NEEDS_RESET 0x40
+#define F_VERSION_1 (1ul << 32)
+
+#define REQUEST_QUEUE 2
+#define QSIZE 8
+#define D_NEXT 1
+#define D_WRITE 2
+
+#define CDB_SIZE 32
+#define SENSE_SIZE 96
+
+struct desc { u64 addr; u32 len; u16 flags, next; } __attribute__((packed));
+struct avail { u16 flags, idx, ring[QSIZE], used_event; } __attribute__((packed));
+struct used_elem { u32 id, len; } __attribute__((packed));
+struct used { u16 flags, idx; struct used_elem ring[QSIZE]; u16 avail_event; } __attribute__((packed));
+/* virtio_scsi_req_cmd and virtio_scsi_resp_cmd with the default CDB and sense sizes. */
+struct req_cmd { u8 lun[8]; u64 id; u8 task_attr, prio, crn; u8 cdb[CDB_SIZE]; } __attribute__((packed));
+struct resp_cmd { u32 sense_len, resid; u16 status_qualifier; u8 status, response; u8 sense[SENSE_SIZE]; } __attribute__((packed));
+
+static struct desc dtab[QSIZE] __attribute__((aligned(4096)));
+static struct avail avail __attribute__((aligned(4096)));
+static struct used used __attribute__((aligned(4096)));
+static struct req_cmd req;
+static struct resp_cmd resp;
+static u8 data[2048] __attribute__((aligned(4096)));
+
+static u64 common, notify;
+static u32 notify_mult;
+static u16 notify_off, avail_idx, last_used;
+static u64 next_id = 1;
+
+static u8 c8(u32 o) { return mmio_read8(common + o); }
+static u16 c16(u32 o) { return mmio_read16(common + o); }
+static u32 c32(u32 o) { return mmio_read32(common + o); }
+static void w8(u32 o, u8 v) { mmio_write8(common + o, v); }
+static void w16(u32 o, u16 v) { mmio_write16(common + o, v); }
+static void w32(u32 o, u32 v) { mmio_write32(common + o, v); }
+static void w64(u32 o, u64 v) { w32(o, (u32)v); w32(o + 4, (u32)(v >> 32)); }
+
+static u64 bar_addr(u8 dev, int bar)
+{
+	u32 lo = pci_cfg_read32(0, dev, 0, 0x10 + 4 * bar);
+	u64 a = lo & ~0xful;
+	if ((lo & 6) == 4)
+		a |= (u64)pci_cfg_read32(0, dev, 0, 0x14 + 4 * bar) << 32;
+	return a;
+}
+
+/* Send `cdb` to target 0 LUN 0 with `len` bytes of data-in; returns the SCSI status, or -1
+ * when the request failed at the virtio-scsi level (response code printed). */
+static int scsi(const u8 *cdb, u32 cdb_len, u32 len)
+{
+	memset(&req, 0, sizeof(req));
+	memset(&resp, 0, sizeof(resp));
+	req.lun[0] = 1;     /* single-level LUN structure: target 0 … */
+	req.lun[2] = 0x40;  /* … flat-space LUN 0 */
+	req.id = next_id++;
+	memcpy(req.cdb, cdb, cdb_len);
+	resp.response = 0xff;
+	dtab[0] = (struct desc){(u64)&req, sizeof(req), D_NEXT, 1};
+	dtab[1] = (struct desc){(u64)&resp, sizeof(resp), (u16)(D_WRITE | (len ? D_NEXT : 0)), 2};
+	dtab[2] = (struct desc){(u64)data, len, D_WRITE, 0};
+	avail.ring[avail_idx % QSIZE] = 0;
+	barrier();
+	avail.idx = ++avail_idx;
+	barrier();
+	mmio_write16(notify + (u64)notify_off * notify_mult, REQUEST_QUEUE);
+	u64 deadline = tsc_deadline_ms(2000);
+	while (*(volatile u16 *)&used.idx == last_used) {
+		if (rdtsc() > deadline) {
+			printf("cdcheck: request %#x timed out\n", cdb[0]);
+			return -1;
+		}
+		cpu_relax();
+	}
+	barrier();
+	last_used++;
+	if (resp.response != 0) {
+		printf("cdcheck: command %#x: virtio-scsi response %u\n", cdb[0], resp.response);
+		return -1;
+	}
+	return resp.status;
+}
+
+static int setup(u8 dev)
+{
+	u32 cmd = pci_cfg_read32(0, dev, 0, 4);
+	pci_cfg_write32(0, dev, 0, 4, (cmd & 0xffff) | 0x6);
+	for (u8 p = pci_cfg_read8(0, dev, 0, 0x34) & 0xfc; p; p = pci_cfg_read8(0, dev, 0, p + 1) & 0xfc) {
+		if (pci_cfg_read8(0, dev, 0, p) != CAP_VENDOR)
+			continue;
+		u8 type = pci_cfg_read8(0, dev, 0, p + 3);
+		u8 bar = pci_cfg_read8(0, dev, 0, p + 4);
+		if (bar > 5)
+			continue;
+		u64 a = bar_addr(dev, bar) + pci_cfg_read32(0, dev, 0, p + 8);
+		if (type == CFG_COMMON && !common)
+			common = a;
+		if (type == CFG_NOTIFY && !notify) {
+			notify = a;
+			notify_mult = pci_cfg_read32(0, dev, 0, p + 16);
+		}
+	}
+	if (!check(common && notify, "missing virtio capability"))
+		return -1;
+	w8(0x14, 0);
+	u64 deadline = tsc_deadline_ms(1000);
+	while (c8(0x14) != 0 && rdtsc() < deadline)
+		cpu_relax();
+	w8(0x14, ST_ACK);
+	w8(0x14, ST_ACK | ST_DRIVER);
+	w32(0x00, 1);
+	u64 feat = (u64)c32(0x04) << 32;
+	if (!check((feat & F_VERSION_1) != 0, "device does not offer VERSION_1"))
+		return -1;
+	w32(0x08, 0);
+	w32(0x0c, 0);
+	w32(0x08, 1);
+	w32(0x0c, 1); /* VERSION_1 only */
+	w8(0x14, ST_ACK | ST_DRIVER | ST_FEATURES_OK);
+	if (!check(c8(0x14) & ST_FEATURES_OK, "device refused VERSION_1 alone"))
+		return -1;
+	u16 nq = c16(0x12);
+	if (!check(nq > REQUEST_QUEUE, "only %u queues", nq))
+		return -1;
+	w16(0x16, REQUEST_QUEUE);
+	u16 max = c16(0x18);
+	if (!check(max >= QSIZE, "request queue too small (%u)", max))
+		return -1;
+	w16(0x18, QSIZE);
+	w16(0x1a, 0xffff); /* we poll */
+	w64(0x20, (u64)dtab);
+	w64(0x28, (u64)&avail);
+	w64(0x30, (u64)&used);
+	notify_off = c16(0x1e);
+	w16(0x1c, 1);
+	w8(0x14, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+	return check(!(c8(0x14) & ST_NEEDS_RESET), "device needs reset after DRIVER_OK") ? 0 : -1;
+}
+
+static u32 be32(const u8 *p) { return (u32)p[0] << 24 | (u32)p[1] << 16 | (u32)p[2] << 8 | p[3]; }
+
+int guest_main(void)
+{
+	printf("cdcheck: cmdline: %s\n", boot_info.cmdline);
+	u32 fnv = 0;
+	if (boot_info.initrd_size)
+		fnv = fnv1a32((const void *)boot_info.initrd_addr, boot_info.initrd_size);
+	printf("cdcheck: initrd size=%lu fnv=%#x\n", boot_info.initrd_size, fnv);
+
+	u8 dev = 0xff;
+	for (u8 d = 0; d < 32 && dev == 0xff; d++) {
+		u32 id = pci_cfg_read32(0, d, 0, 0);
+		if ((id & 0xffff) == VIRTIO_VENDOR && (id >> 16) == VIRTIO_SCSI_MODERN) {
+			dev = d;
+			printf("cdcheck: found 00:%02x.0 class=%#x\n", d, pci_cfg_read32(0, d, 0, 8) >> 8);
+		}
+	}
+	if (!check(dev != 0xff, "no virtio-scsi host on bus 0") || setup(dev) < 0)
+		finish();
+
+	u8 inquiry[6] = {0x12, 0, 0, 0, 36, 0};
+	if (check(scsi(inquiry, 6, 36) == 0, "INQUIRY failed"))
+		printf("cdcheck: inquiry type=%u removable=%u\n", data[0] & 0x1f, data[1] >> 7);
+	/* A fresh drive may report a unit attention (medium changed) first. */
+	u8 tur[6] = {0};
+	int st = -1;
+	for (int i = 0; i < 4 && st != 0; i++)
+		st = scsi(tur, 6, 0);
+	check(st == 0, "TEST UNIT READY never succeeded (status %d)", st);
+	u8 cap10[10] = {0x25};
+	if (check(scsi(cap10, 10, 8) == 0, "READ CAPACITY failed"))
+		printf("cdcheck: capacity blocks=%u block_size=%u\n", be32(data) + 1, be32(data + 4));
+	u8 read10[10] = {0x28, 0, 0, 0, 0, 16, 0, 0, 1, 0};
+	memset(data, 0, sizeof(data));
+	if (check(scsi(read10, 10, 2048) == 0, "READ(10) of sector 16 failed")) {
+		check(data[0] == 1 && memcmp(data + 1, "CD001", 5) == 0, "sector 16 is no primary volume descriptor");
+		char label[33];
+		memcpy(label, data + 40, 32);
+		int n = 32;
+		while (n > 0 && (label[n - 1] == ' ' || label[n - 1] == 0))
+			n--;
+		label[n] = 0;
+		printf("cdcheck: label: %s\n", label);
+	}
+	/* Past the last block: the drive must refuse. */
+	u8 beyond[10] = {0x28, 0, 0x7f, 0xff, 0xff, 0xff, 0, 0, 1, 0};
+	check(scsi(beyond, 10, 2048) == 2, "READ(10) past the end did not give CHECK CONDITION");
+	w8(0x14, 0);
+	finish();
+}
