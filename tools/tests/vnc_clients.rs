@@ -40,12 +40,30 @@ from PIL import Image
 im = Image.open(sys.argv[1]).convert("RGB")
 w, h = im.size
 px = im.load()
+tol = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+def near(p, q):
+    return all(abs(a - b) <= tol for a, b in zip(p, q))
 for y in range(h - 40):
     for x in range(w - 40):
-        if px[x, y] == (0, 0, 0) and px[x + 33, y] == (int(33*255/319), 0, 255) and px[x, y + 33] == (0, int(33*255/239), 255) and px[x+33, y+33] == (int(33*255/319), int(33*255/239), 0):
+        if near(px[x, y], (0, 0, 0)) and near(px[x + 33, y], (int(33*255/319), 0, 255)) and near(px[x, y + 33], (0, int(33*255/239), 255)) and near(px[x+33, y+33], (int(33*255/319), int(33*255/239), 0)):
             print(x, y)
             sys.exit(0)
 print("none")
+"#;
+
+/// Prints the mean absolute channel error (x100, rounded) of the pattern at (ox, oy).
+const MEAN_ERR_PY: &str = r#"
+import sys
+from PIL import Image
+path, w, h, ox, oy = sys.argv[1], *map(int, sys.argv[2:6])
+px = Image.open(path).convert("RGB").load()
+total = 0
+for y in range(h):
+    for x in range(w):
+        want = (x * 255 // (w - 1), y * 255 // (h - 1), 255 if (x // 32 + y // 32) % 2 == 1 else 0)
+        got = px[x + ox, y + oy]
+        total += sum(abs(a - b) for a, b in zip(got, want))
+print(round(100 * total / (w * h * 3)))
 "#;
 
 fn have(cmd: &str) -> bool {
@@ -281,9 +299,15 @@ fn vnc_vncdotool_password_accepted_and_rejected() {
 
 /// Locate the demo pattern in a screenshot; `None` when not (yet) visible.
 fn find_pattern(png: &Path) -> Option<(u32, u32)> {
+    find_pattern_near(png, 0)
+}
+
+/// Locate the pattern allowing each channel to be off by `tol` (lossy encodings).
+fn find_pattern_near(png: &Path, tol: u8) -> Option<(u32, u32)> {
     let out = Command::new("python3")
         .args(["-c", FIND_PY])
         .arg(png)
+        .arg(tol.to_string())
         .output()
         .ok()?;
     let s = String::from_utf8_lossy(&out.stdout);
@@ -349,12 +373,24 @@ fn vnc_tigervnc_renders_every_encoding() {
 
 #[test]
 fn vnc_novnc_in_chromium_over_websocket() {
+    novnc(false);
+}
+
+#[test]
+fn vnc_novnc_decodes_tight_jpeg_when_lossy() {
+    novnc(true);
+}
+
+/// noVNC (in Chromium on Xvfb) against the demo over WebSocket. noVNC asks for JPEG quality
+/// 6: with `lossy` the server sends Tight JPEG and the picture must be close, else exact.
+fn novnc(lossy: bool) {
     let novnc = Path::new("/usr/share/novnc/vnc_lite.html");
     if !(have("chromium") && have("Xvfb") && novnc.exists() && have_vncdotool()) {
         eprintln!("skipping: chromium/Xvfb/novnc/Pillow not installed (scripts/setup.sh)");
         return;
     }
-    let demo = Demo::start("", &["--size", "320x240", "--still"]);
+    let extra = if lossy { ",lossy=on" } else { "" };
+    let demo = Demo::start(extra, &["--size", "320x240", "--still"]);
     let http_port = 5900 + free_display();
     let _http = Proc(
         Command::new("python3")
@@ -397,12 +433,54 @@ fn vnc_novnc_in_chromium_over_websocket() {
             .spawn()
             .expect("start chromium"),
     );
-    let (ox, oy) = wait_for_pattern(&xdisplay, &png, "noVNC", &[0..120, 120..240]);
-    assert_eq!(
-        mismatches(&png, 320, 240, 0..240, ox, oy),
-        0,
-        "noVNC rendering"
-    );
+    if !lossy {
+        let (ox, oy) = wait_for_pattern(&xdisplay, &png, "noVNC", &[0..120, 120..240]);
+        assert_eq!(
+            mismatches(&png, 320, 240, 0..240, ox, oy),
+            0,
+            "noVNC rendering"
+        );
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "noVNC never showed the JPEG pattern"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let grabbed = Command::new("python3")
+            .args(["-c", GRAB_PY, &xdisplay])
+            .arg(&png)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        let Some((ox, oy)) = grabbed.then(|| find_pattern_near(&png, 40)).flatten() else {
+            continue;
+        };
+        let out = Command::new("python3")
+            .args(["-c", MEAN_ERR_PY])
+            .arg(&png)
+            .args([320, 240, ox, oy].map(|v| v.to_string()))
+            .output()
+            .expect("python3");
+        let err: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(u32::MAX);
+        // Lossy (so JPEG was really used) but close: JPEG at quality 79, not garbage.
+        eprintln!(
+            "noVNC JPEG mean channel error: {:.2} levels",
+            f64::from(err) / 100.0
+        );
+        assert!(err > 0, "picture is exact: JPEG was not used");
+        assert!(
+            err < 400,
+            "noVNC JPEG picture mean error {} levels",
+            f64::from(err) / 100.0
+        );
+        return;
+    }
 }
 
 /// A private Xvfb server; returns it and its DISPLAY value.
