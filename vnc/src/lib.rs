@@ -7,6 +7,40 @@
 //! frame; each client has a reader thread (parses client messages, forwards input) and a writer
 //! thread (compares the latest frame against what that client was last sent, encodes the changed
 //! tiles). A slow client only ever delays its own writer, which then skips to the newest frame.
+//!
+//! Serving a screen as `--vnc 127.0.0.1:1,websocket=5701` describes:
+//!
+//! ```no_run
+//! use std::sync::{Arc, Mutex};
+//! use vnc::{Dirty, Framebuffer, PixelFormat, Rect, VncConfig, VncServer, VncServerOptions};
+//!
+//! struct Grey;
+//! impl Framebuffer for Grey {
+//!     fn size(&self) -> (u16, u16) { (640, 480) }
+//!     fn pixel_format(&self) -> PixelFormat { PixelFormat::XRGB8888 }
+//!     fn read_rect(&mut self, r: Rect, out: &mut Vec<u8>) {
+//!         out.resize(out.len() + r.area() * 4, 0x80);
+//!     }
+//!     fn take_dirty(&mut self) -> Dirty { Dirty::None }
+//! }
+//!
+//! let VncConfig::Listen(cfg) = "127.0.0.1:1,websocket=5701".parse().unwrap() else { return };
+//! let server = VncServer::from_config(
+//!     &cfg,
+//!     Arc::new(Mutex::new(Grey)),
+//!     Arc::new(vnc::framebuffer::NoInput),
+//!     VncServerOptions::default(),
+//! )
+//! .unwrap();
+//! println!("VNC on {:?}", server.local_addrs());
+//! ```
+//!
+//! Supported: RFB 3.3/3.7/3.8; security None and VNC Authentication (with a lockout after
+//! repeated failures); any true-colour pixel format (8/16/32 bpp, any shifts, both byte
+//! orders); Raw, CopyRect (scroll detection), Hextile, ZRLE, Tight (zlib; JPEG with
+//! `lossy=on`); DesktopSize, ExtendedDesktopSize, Cursor, QEMU Extended Key Event, QEMU LED
+//! State, ContinuousUpdates and Fence; RFB over WebSocket for noVNC. Not supported: colour-map
+//! pixel formats, VeNCrypt/TLS, clipboard.
 
 pub mod auth;
 pub mod client;
