@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use iso::fixtures::{self, Fixture};
-use rvmm_tests::{fnv1a32, guest, rvmm, Outcome};
+use rvmm_tests::{fnv1a32, guest, qemu, rvmm, Outcome};
 
 /// The initrd packed on every ISO (a multiple of 4 bytes, so rvmm's copy is exactly this).
 fn initrd() -> Vec<u8> {
@@ -73,6 +73,11 @@ fn assert_booted(out: &Outcome, fx: &Fixture, cmdline: &str) {
         out.field_u64("cdcheck: capacity ", "blocks"),
         Some(size.div_ceil(2048)),
         "{}",
+        out.report()
+    );
+    assert!(
+        out.field_u64("cdcheck: msix ", "interrupts") > Some(0),
+        "completions signal MSI-X through KVM routes\n{}",
         out.report()
     );
     assert!(
@@ -258,4 +263,43 @@ fn hostile_isos_give_clean_errors() {
         .run();
     assert_clean_error(&out, "junk");
     assert!(out.stderr.contains("ISO 9660"), "{}", out.report());
+}
+
+#[test]
+fn cdcheck_guest_reads_qemus_virtio_scsi_cd_the_same_way() {
+    // The oracle: QEMU's virtio-scsi-pci + scsi-cd must satisfy the guest's driver too.
+    let dir = tempfile::tempdir().unwrap();
+    let fx = fixtures::centos7(dir.path(), &kernel(), &initrd(), true).unwrap();
+    let rd = dir.path().join("initrd.img");
+    std::fs::write(&rd, initrd()).unwrap();
+    let out = qemu()
+        .kernel(guest("cdcheck"))
+        .initrd(&rd)
+        .cmdline(fx.cmdline)
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=none,id=cd,format=raw,media=cdrom,readonly=on",
+            fx.path.display()
+        ))
+        .args(["-device", "virtio-scsi-pci,id=scsi,disable-legacy=on"])
+        .args(["-device", "scsi-cd,drive=cd,bus=scsi.0"])
+        .run();
+    out.assert_pass();
+    assert_eq!(
+        out.line("cdcheck: label: "),
+        Some(fx.volume_id),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.field_u64("cdcheck: inquiry ", "type"),
+        Some(5),
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.field_u64("cdcheck: msix ", "interrupts") > Some(0),
+        "{}",
+        out.report()
+    );
 }

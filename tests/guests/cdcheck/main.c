@@ -7,7 +7,7 @@
  * Output: "cdcheck: cmdline: <text>", "cdcheck: initrd size=N fnv=0x…", "cdcheck: found …",
  * "cdcheck: inquiry type=N", "cdcheck: capacity blocks=N block_size=N",
  * "cdcheck: label: <volume id>" (the primary volume descriptor at sector 16, trailing blanks
- * removed). */
+ * removed), "cdcheck: msix interrupts=N" (completions also signal MSI-X vector 0 to the BSP). */
 #include "rvmm.h"
 
 #define VIRTIO_VENDOR 0x1af4
@@ -46,6 +46,44 @@ static struct req_cmd req;
 static struct resp_cmd resp;
 static u8 data[2048] __attribute__((aligned(4096)));
 
+static u64 bar_addr(u8 dev, int bar)
+{
+	u32 lo = pci_cfg_read32(0, dev, 0, 0x10 + 4 * bar);
+	u64 a = lo & ~0xful;
+	if ((lo & 6) == 4)
+		a |= (u64)pci_cfg_read32(0, dev, 0, 0x14 + 4 * bar) << 32;
+	return a;
+}
+
+#define MSI_VECTOR 0x50
+static volatile u32 msi_count;
+
+static void on_msi(struct irq_frame *f)
+{
+	(void)f;
+	msi_count++;
+	lapic_eoi();
+}
+
+/* Point MSI-X table entry 0 at this CPU's LAPIC with MSI_VECTOR and enable MSI-X. */
+static int msix_setup(u8 dev)
+{
+	for (u8 p = pci_cfg_read8(0, dev, 0, 0x34) & 0xfc; p; p = pci_cfg_read8(0, dev, 0, p + 1) & 0xfc) {
+		if (pci_cfg_read8(0, dev, 0, p) != 0x11)
+			continue;
+		u32 tbl = pci_cfg_read32(0, dev, 0, p + 4);
+		u64 t = bar_addr(dev, tbl & 7) + (tbl & ~7u);
+		mmio_write32(t + 0, 0xfee00000u | (lapic_id() << 12));
+		mmio_write32(t + 4, 0);
+		mmio_write32(t + 8, MSI_VECTOR);
+		mmio_write32(t + 12, 0); /* unmasked */
+		u32 ctl = pci_cfg_read32(0, dev, 0, p);
+		pci_cfg_write32(0, dev, 0, p, (ctl | (1u << 31)) & ~(1u << 30));
+		return 1;
+	}
+	return 0;
+}
+
 static u64 common, notify;
 static u32 notify_mult;
 static u16 notify_off, avail_idx, last_used;
@@ -58,15 +96,6 @@ static void w8(u32 o, u8 v) { mmio_write8(common + o, v); }
 static void w16(u32 o, u16 v) { mmio_write16(common + o, v); }
 static void w32(u32 o, u32 v) { mmio_write32(common + o, v); }
 static void w64(u32 o, u64 v) { w32(o, (u32)v); w32(o + 4, (u32)(v >> 32)); }
-
-static u64 bar_addr(u8 dev, int bar)
-{
-	u32 lo = pci_cfg_read32(0, dev, 0, 0x10 + 4 * bar);
-	u64 a = lo & ~0xful;
-	if ((lo & 6) == 4)
-		a |= (u64)pci_cfg_read32(0, dev, 0, 0x14 + 4 * bar) << 32;
-	return a;
-}
 
 /* Send `cdb` to target 0 LUN 0 with `len` bytes of data-in; returns the SCSI status, or -1
  * when the request failed at the virtio-scsi level (response code printed). */
@@ -129,8 +158,11 @@ static int setup(u8 dev)
 	u64 deadline = tsc_deadline_ms(1000);
 	while (c8(0x14) != 0 && rdtsc() < deadline)
 		cpu_relax();
+	int msix = msix_setup(dev);
+	check(msix, "no MSI-X capability");
 	w8(0x14, ST_ACK);
 	w8(0x14, ST_ACK | ST_DRIVER);
+	w16(0x10, 0xffff); /* no config-change interrupts */
 	w32(0x00, 1);
 	u64 feat = (u64)c32(0x04) << 32;
 	if (!check((feat & F_VERSION_1) != 0, "device does not offer VERSION_1"))
@@ -150,7 +182,9 @@ static int setup(u8 dev)
 	if (!check(max >= QSIZE, "request queue too small (%u)", max))
 		return -1;
 	w16(0x18, QSIZE);
-	w16(0x1a, 0xffff); /* we poll */
+	/* We poll, but the completions also raise MSI-X vector 0, which we count. */
+	w16(0x1a, msix ? 0 : 0xffff);
+	check(!msix || c16(0x1a) == 0, "the device refused MSI-X vector 0 for the request queue");
 	w64(0x20, (u64)dtab);
 	w64(0x28, (u64)&avail);
 	w64(0x30, (u64)&used);
@@ -178,8 +212,13 @@ int guest_main(void)
 			printf("cdcheck: found 00:%02x.0 class=%#x\n", d, pci_cfg_read32(0, d, 0, 8) >> 8);
 		}
 	}
-	if (!check(dev != 0xff, "no virtio-scsi host on bus 0") || setup(dev) < 0)
+	if (!check(dev != 0xff, "no virtio-scsi host on bus 0"))
 		finish();
+	lapic_enable();
+	set_irq_handler(MSI_VECTOR, on_msi);
+	if (setup(dev) < 0)
+		finish();
+	irq_enable();
 
 	u8 inquiry[6] = {0x12, 0, 0, 0, 36, 0};
 	if (check(scsi(inquiry, 6, 36) == 0, "INQUIRY failed"))
@@ -208,6 +247,13 @@ int guest_main(void)
 	/* Past the last block: the drive must refuse. */
 	u8 beyond[10] = {0x28, 0, 0x7f, 0xff, 0xff, 0xff, 0, 0, 1, 0};
 	check(scsi(beyond, 10, 2048) == 2, "READ(10) past the end did not give CHECK CONDITION");
+	/* Interrupts may trail the used-ring update we polled for. */
+	u64 deadline = tsc_deadline_ms(500);
+	while (msi_count == 0 && rdtsc() < deadline)
+		cpu_relax();
+	irq_disable();
+	printf("cdcheck: msix interrupts=%u\n", msi_count);
+	check(msi_count > 0, "no MSI-X interrupt for completed requests");
 	w8(0x14, 0);
 	finish();
 }
