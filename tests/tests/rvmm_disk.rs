@@ -282,3 +282,53 @@ fn a_used_disk_without_kernel_says_it_needs_kernel_or_firmware() {
         out.report()
     );
 }
+
+#[test]
+fn disks_are_reattached_on_every_guest_reboot() {
+    // Each reboot rebuilds the machine; the disks (opened and locked once) go on the new PCI
+    // bus again.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("d.qcow2");
+    let disk_s = disk.to_str().unwrap();
+    qemu_img(&["create", "-q", "-f", "qcow2", disk_s, "16M"]);
+    let out = rvmm()
+        .kernel(guest("reboot"))
+        .arg("--disk")
+        .arg(disk_s)
+        .arg("--disk")
+        .arg(format!("{disk_s}.2,format=raw"))
+        .timeout(Duration::from_secs(20))
+        .run();
+    // The second image does not exist: nothing boots.
+    assert_eq!(out.status, Some(1), "{}", out.report());
+    assert!(!out.serial.contains("reboot: boot"), "{}", out.report());
+    std::fs::write(format!("{disk_s}.2"), vec![0u8; 1 << 20]).unwrap();
+    let out = rvmm()
+        .kernel(guest("reboot"))
+        .arg("-v")
+        .arg("--disk")
+        .arg(disk_s)
+        .arg("--disk")
+        .arg(format!("{disk_s}.2,format=raw"))
+        .stop_when(|s| s.matches("reboot: boot").count() >= 3)
+        .timeout(Duration::from_secs(20))
+        .run();
+    assert!(out.stopped, "{}", out.report());
+    // Two virtio-blk functions per boot, in --disk order.
+    let attached = out.stderr.matches(": PCI 00:0").count();
+    assert!(
+        attached >= 6,
+        "two disks on each of three boots\n{}",
+        out.report()
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("virtio-blk {disk_s}: PCI 00:01.0"))
+            && out
+                .stderr
+                .contains(&format!("virtio-blk {disk_s}.2: PCI 00:02.0")),
+        "{}",
+        out.report()
+    );
+    assert!(!out.stderr.contains("rvmm: error"), "{}", out.report());
+}
