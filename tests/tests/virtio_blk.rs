@@ -2,13 +2,14 @@
 //! under QEMU TCG, against QEMU's own `virtio-blk-pci` (proves the guest driver follows the
 //! spec) and against `vhost-user-blk-pci` served by `rvmm-vhost blk` (rvmm's virtio-blk request
 //! code judged by that independent driver). The host recomputes the guest's pattern and checks
-//! the image with `qemu-img compare` and `qemu-img check` (oracles).
+//! the image with `qemu-img compare` and `qemu-img check` (oracles). Finally the same guest
+//! runs under rvmm itself (KVM) on `--disk`, judging rvmm's PCI, virtio-pci and virtio-blk.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rvmm_tests::{bin_dir, guest, qemu};
+use rvmm_tests::{bin_dir, guest, qemu, rvmm, Outcome};
 
 const SECTORS: u64 = 131_072; // 64 MiB
 const SITES: u64 = 16;
@@ -49,6 +50,62 @@ fn qemu_img(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Check the guest's report and the image it left behind.
+fn verify(out: &Outcome, dir: &Path, disk: &Path, format: &str) {
+    let disk_s = disk.to_str().unwrap();
+    out.assert_pass();
+    assert_eq!(
+        out.field_u64("virtio-blk: ", "capacity"),
+        Some(SECTORS),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.field("virtio-blk: ", "serial"),
+        Some("guest-sn-7"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.field_u64("virtio-blk: ", "writes"),
+        Some(SITES),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.field_u64("virtio-blk: ", "reads"),
+        Some(SITES),
+        "{}",
+        out.report()
+    );
+    for l in [
+        "virtio-blk: indirect=ok",
+        "virtio-blk: write_zeroes=ok",
+        "virtio-blk: discard=ok",
+    ] {
+        assert!(
+            out.lines().any(|x| x == l),
+            "missing {l:?}\n{}",
+            out.report()
+        );
+    }
+    let want = dir.join("expected.raw");
+    expected_image(&want);
+    qemu_img(&[
+        "compare",
+        "-q",
+        "-f",
+        "raw",
+        "-F",
+        format,
+        want.to_str().unwrap(),
+        disk_s,
+    ]);
+    if format == "qcow2" {
+        qemu_img(&["check", "-q", disk_s]);
+    }
 }
 
 /// Kills the child on drop, so a failed assertion leaves no backend behind.
@@ -122,57 +179,7 @@ fn run_on(format: &str, vhost: bool) {
         };
         assert!(st.is_some_and(|s| s.success()), "rvmm-vhost: {st:?}");
     }
-    out.assert_pass();
-    assert_eq!(
-        out.field_u64("virtio-blk: ", "capacity"),
-        Some(SECTORS),
-        "{}",
-        out.report()
-    );
-    assert_eq!(
-        out.field("virtio-blk: ", "serial"),
-        Some("guest-sn-7"),
-        "{}",
-        out.report()
-    );
-    assert_eq!(
-        out.field_u64("virtio-blk: ", "writes"),
-        Some(SITES),
-        "{}",
-        out.report()
-    );
-    assert_eq!(
-        out.field_u64("virtio-blk: ", "reads"),
-        Some(SITES),
-        "{}",
-        out.report()
-    );
-    for l in [
-        "virtio-blk: indirect=ok",
-        "virtio-blk: write_zeroes=ok",
-        "virtio-blk: discard=ok",
-    ] {
-        assert!(
-            out.lines().any(|x| x == l),
-            "missing {l:?}\n{}",
-            out.report()
-        );
-    }
-    let want = dir.path().join("expected.raw");
-    expected_image(&want);
-    qemu_img(&[
-        "compare",
-        "-q",
-        "-f",
-        "raw",
-        "-F",
-        format,
-        want.to_str().unwrap(),
-        disk_s,
-    ]);
-    if format == "qcow2" {
-        qemu_img(&["check", "-q", disk_s]);
-    }
+    verify(&out, dir.path(), &disk, format);
 }
 
 #[test]
@@ -193,4 +200,30 @@ fn virtio_blk_guest_under_qemu_on_rvmm_vhost_raw() {
 #[test]
 fn virtio_blk_guest_under_qemu_on_rvmm_vhost_qcow2() {
     run_on("qcow2", true);
+}
+
+fn run_on_rvmm(format: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join(format!("disk.{format}"));
+    let disk_s = disk.to_str().unwrap();
+    qemu_img(&["create", "-q", "-f", format, disk_s, "64M"]);
+    let out = rvmm()
+        .kernel(guest("virtio-blk"))
+        .cmdline(&format!("console=ttyS0 blk_writes={SITES}"))
+        .arg("--disk")
+        .arg(format!(
+            "{disk_s},format={format},serial=guest-sn-7,discard=unmap"
+        ))
+        .run();
+    verify(&out, dir.path(), &disk, format);
+}
+
+#[test]
+fn virtio_blk_guest_under_rvmm_raw() {
+    run_on_rvmm("raw");
+}
+
+#[test]
+fn virtio_blk_guest_under_rvmm_qcow2() {
+    run_on_rvmm("qcow2");
 }
