@@ -27,6 +27,8 @@ pub struct RfbClient<S> {
     pub name: String,
     /// Last cursor received: (hot spot, width, height).
     pub cursor: Option<(u16, u16, u16, u16)>,
+    /// Colour map from SetColourMapEntries (colour-map pixel formats).
+    pub colour_map: Vec<u32>,
     /// Last LED state received.
     pub leds: Option<u8>,
     /// The server acknowledged QEMU Extended Key Events.
@@ -126,6 +128,7 @@ impl<S: Read + Write> RfbClient<S> {
             screen: Frame::new(u16_at(&init, 0), u16_at(&init, 2), 0),
             name,
             cursor: None,
+            colour_map: vec![0; 256],
             leds: None,
             ext_key: false,
             end_of_continuous: 0,
@@ -235,8 +238,15 @@ impl<S: Read + Write> RfbClient<S> {
                 1 => {
                     let mut h = [0u8; 5];
                     self.s.read_exact(&mut h)?;
-                    let n = u64::from(u16_at(&h, 3)) * 6;
-                    std::io::copy(&mut (&mut self.s).take(n), &mut std::io::sink())?;
+                    let (first, n) = (usize::from(u16_at(&h, 1)), usize::from(u16_at(&h, 3)));
+                    let mut e = vec![0u8; n * 6];
+                    self.s.read_exact(&mut e)?;
+                    for (i, c) in e.chunks_exact(6).enumerate() {
+                        let ch = |j: usize| u32::from(c[j]);
+                        if let Some(slot) = self.colour_map.get_mut(first + i) {
+                            *slot = (ch(0) << 16) | (ch(2) << 8) | ch(4);
+                        }
+                    }
                 }
                 2 => {}
                 150 => self.end_of_continuous += 1,
@@ -296,7 +306,16 @@ impl<S: Read + Write> RfbClient<S> {
         let mut b = [0u8; 4];
         let n = self.pf.bytes_per_pixel();
         self.s.read_exact(&mut b[..n])?;
-        Ok(self.pf.value_to_rgb(self.pf.read_value(&b)))
+        Ok(self.rgb(self.pf.read_value(&b)))
+    }
+
+    /// A pixel value in the client format as `0x00RRGGBB`.
+    fn rgb(&self, v: u32) -> u32 {
+        if self.pf.true_colour {
+            self.pf.value_to_rgb(v)
+        } else {
+            self.colour_map.get(v as usize).copied().unwrap_or(0)
+        }
     }
 
     fn put(&mut self, x: u16, y: u16, c: u32) {
@@ -450,6 +469,7 @@ impl<S: Read + Write> RfbClient<S> {
         let cp = self.pf.cpixel_size();
         let off = self.pf.cpixel_offset();
         let pf = self.pf;
+        let map = (!pf.true_colour).then(|| self.colour_map.clone());
         let cpixel = |d: &mut Bytes| -> Result<u32> {
             let b = d.take(cp)?;
             let v = match off {
@@ -460,7 +480,10 @@ impl<S: Read + Write> RfbClient<S> {
                     pf.read_value(&full)
                 }
             };
-            Ok(pf.value_to_rgb(v))
+            Ok(match &map {
+                Some(m) => m.get(v as usize).copied().unwrap_or(0),
+                None => pf.value_to_rgb(v),
+            })
         };
         let run_len = |d: &mut Bytes| -> Result<usize> {
             let mut n = 1usize;
@@ -554,7 +577,7 @@ impl<S: Read + Write> RfbClient<S> {
         if self.pf.tight_rgb24() {
             (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
         } else {
-            self.pf.value_to_rgb(self.pf.read_value(b))
+            self.rgb(self.pf.read_value(b))
         }
     }
 

@@ -37,10 +37,10 @@
 //!
 //! Supported: RFB 3.3/3.7/3.8; security None and VNC Authentication (with a lockout after
 //! repeated failures); any true-colour pixel format (8/16/32 bpp, any shifts, both byte
-//! orders); Raw, CopyRect (scroll detection), Hextile, ZRLE, Tight (zlib; JPEG with
+//! orders) and 8-bit colour-map formats (the server sends a BGR233 map); Raw, CopyRect (scroll detection), Hextile, ZRLE, Tight (zlib; JPEG with
 //! `lossy=on`); DesktopSize, ExtendedDesktopSize, Cursor, QEMU Extended Key Event, QEMU LED
-//! State, ContinuousUpdates and Fence; RFB over WebSocket for noVNC. Not supported: colour-map
-//! pixel formats, VeNCrypt/TLS, clipboard.
+//! State, ContinuousUpdates and Fence; RFB over WebSocket for noVNC. Not supported:
+//! VeNCrypt/TLS, clipboard.
 
 pub mod auth;
 pub mod client;

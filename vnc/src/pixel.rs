@@ -79,8 +79,19 @@ impl PixelFormat {
         usize::from(self.bits_per_pixel / 8)
     }
 
-    /// Parse the 16-byte wire form and check it is one this server can produce.
+    /// The server's layout for 8-bit colour-map clients: BGR233 indices, with a matching colour
+    /// map sent by [`colour_map_message`].
+    pub const COLOUR_MAP_8: PixelFormat = PixelFormat {
+        true_colour: false,
+        ..PixelFormat::BGR233
+    };
+
+    /// Parse the 16-byte wire form and check it is one this server can produce. An 8-bit
+    /// colour-map request becomes [`PixelFormat::COLOUR_MAP_8`] (the server picks the map).
     pub fn from_bytes(b: &[u8; 16]) -> Result<Self> {
+        if b[3] == 0 && b[0] == 8 {
+            return Ok(PixelFormat::COLOUR_MAP_8);
+        }
         let pf = PixelFormat {
             bits_per_pixel: b[0],
             depth: b[1],
@@ -121,8 +132,8 @@ impl PixelFormat {
                 self.bits_per_pixel
             ));
         }
-        if !self.true_colour {
-            return proto_err("colour-map pixel formats are not supported");
+        if !self.true_colour && self.bits_per_pixel != 8 {
+            return proto_err("colour-map pixel formats need 8 bits per pixel");
         }
         for (name, max, shift) in [
             ("red", self.red_max, self.red_shift),
@@ -203,6 +214,20 @@ impl PixelFormat {
             && self.green_max == 255
             && self.blue_max == 255
     }
+}
+
+/// SetColourMapEntries for [`PixelFormat::COLOUR_MAP_8`]: entry i is the colour of BGR233
+/// value i.
+pub fn colour_map_message() -> Vec<u8> {
+    let pf = PixelFormat::BGR233;
+    let mut m = vec![1u8, 0, 0, 0, 1, 0];
+    for i in 0..256u32 {
+        let rgb = pf.value_to_rgb(i);
+        for c in [(rgb >> 16) & 0xff, (rgb >> 8) & 0xff, rgb & 0xff] {
+            m.extend_from_slice(&((c * 257) as u16).to_be_bytes());
+        }
+    }
+    m
 }
 
 /// Maps server pixels (`0x00RRGGBB`) to one client pixel format.
@@ -332,6 +357,18 @@ mod tests {
         bad = PixelFormat::XRGB8888;
         bad.true_colour = false;
         assert!(bad.validate().is_err());
+        // An 8-bit colour-map request gets the server's BGR233 map.
+        let mut cm = [0u8; 16];
+        cm[0] = 8;
+        cm[1] = 8;
+        assert_eq!(
+            PixelFormat::from_bytes(&cm).unwrap(),
+            PixelFormat::COLOUR_MAP_8
+        );
+        let m = colour_map_message();
+        assert_eq!(m.len(), 6 + 256 * 6);
+        // Entry 7 is full red.
+        assert_eq!(&m[6 + 7 * 6..6 + 8 * 6], &[0xff, 0xff, 0, 0, 0, 0]);
     }
 
     #[test]

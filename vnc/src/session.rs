@@ -246,6 +246,10 @@ fn reader_loop(shared: &Shared, h: &ClientHandle, r: &mut impl Read) -> Result<(
                 let mut st = h.lock();
                 st.pf = pf;
                 st.pf_changed = true;
+                if !pf.true_colour {
+                    st.out_msgs.push(crate::pixel::colour_map_message());
+                    h.wake.notify_all();
+                }
             }
             ClientMessage::SetEncodings(list) => {
                 let mut st = h.lock();

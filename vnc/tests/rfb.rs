@@ -804,3 +804,28 @@ fn tight_jpeg_only_when_lossy_is_allowed() {
     c.read_update().unwrap();
     assert_screen(&c.screen.pixels, &want, "no quality level");
 }
+
+#[test]
+fn colour_map_clients_get_a_bgr233_map() {
+    let rig = rig(64, 40, None);
+    for e in [enc::RAW, enc::HEXTILE, enc::ZRLE, enc::TIGHT] {
+        let mut c = rig.connect(None, true);
+        let mut cm = PixelFormat::BGR233;
+        cm.true_colour = false;
+        cm.red_max = 0;
+        c.send_raw(&[0, 0, 0, 0]).unwrap();
+        let mut b = cm.to_bytes();
+        b[3] = 0;
+        c.send_raw(&b).unwrap();
+        c.pf = PixelFormat::COLOUR_MAP_8;
+        c.set_encodings(&[e]).unwrap();
+        c.request(false).unwrap();
+        c.read_update().unwrap();
+        // Same picture as a BGR233 true-colour client, through the map.
+        assert_screen(
+            &c.screen.pixels,
+            &rig.expected(PixelFormat::BGR233),
+            &format!("colour map, encoding {e}"),
+        );
+    }
+}
