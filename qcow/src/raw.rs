@@ -40,6 +40,11 @@ impl RawFile {
         })
     }
 
+    /// The underlying file (for host-side copies).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     fn writable(&self) -> BlockResult<()> {
         if self.read_only {
             Err(BlockError::ReadOnly)

@@ -891,6 +891,12 @@ impl Qcow2 {
             .map_err(|_| BlockError::Invalid("qcow2 metadata lock poisoned by a panic".into()))
     }
 
+    /// The image file itself, for host-side copies of plainly stored data
+    /// ([`BlockBackend::block_status`] offsets at depth 0 point into it).
+    pub fn host_file(&self) -> &File {
+        &self.file
+    }
+
     /// Path the image was opened from.
     pub fn path(&self) -> &Path {
         &self.path
