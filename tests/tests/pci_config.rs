@@ -4,7 +4,6 @@
 use rvmm_tests::{guest, rvmm};
 
 #[test]
-#[ignore = "rvmm has no PCI bus or MCFG yet"]
 fn legacy_and_ecam_config_space_agree() {
     let out = rvmm().kernel(guest("pcienum")).run();
     out.assert_pass();
