@@ -181,3 +181,20 @@ fn elf_segment_huge_memory_size() {
     let out = quick().kernel(f.path()).run();
     assert_clean_failure(&out, &[&f.path().display().to_string()]);
 }
+
+#[test]
+fn initrd_that_is_a_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = quick().kernel(guest("poweroff")).initrd(dir.path()).run();
+    assert_clean_failure(&out, &[&dir.path().display().to_string()]);
+}
+
+#[test]
+fn cmdline_longer_than_the_kernel_accepts() {
+    // The guest's setup header says cmdline_size = 2047.
+    let out = quick()
+        .kernel(guest("poweroff"))
+        .cmdline(&"a".repeat(5000))
+        .run();
+    assert_clean_failure(&out, &["cmdline"]);
+}

@@ -296,3 +296,27 @@ fn memory_as_a_plain_number_is_mib() {
     out.assert_pass();
     assert_contract_memory(&out, GIB);
 }
+
+#[test]
+fn longest_cmdline_arrives_whole() {
+    // cmdline_size is 2047 in the guest's header: a 2047-byte command line must arrive intact.
+    let cmdline: String = (0..2047).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let out = rvmm()
+        .kernel(guest_image("bootcheck", Format::BzImage))
+        .cmdline(&cmdline)
+        .run();
+    out.assert_pass();
+    assert_eq!(
+        out.field_u64("cmdline_info: ", "len"),
+        Some(2047),
+        "{}",
+        out.report()
+    );
+    let hash = u64::from(fnv1a32(cmdline.as_bytes()));
+    assert_eq!(
+        out.field_u64("cmdline_info: ", "fnv1a"),
+        Some(hash),
+        "{}",
+        out.report()
+    );
+}

@@ -143,7 +143,8 @@ static void check_cmdline(void)
 {
 	struct boot_info *b = &boot_info;
 	printf("cmdline: %s\n", b->cmdline);
-	printf("cmdline_info: addr=%#lx len=%lu\n", b->cmdline_addr, strlen(b->cmdline));
+	printf("cmdline_info: addr=%#lx len=%lu fnv1a=%#x\n", b->cmdline_addr, strlen(b->cmdline),
+	       fnv1a32(b->cmdline, strlen(b->cmdline)));
 	if (!b->cmdline_addr)
 		return;
 	size_t len = strlen(b->cmdline);
@@ -151,7 +152,8 @@ static void check_cmdline(void)
 	      "command line %#lx overlaps the kernel image", b->cmdline_addr);
 	check(range_in_ram(b->cmdline_addr, len + 1), "command line %#lx is not in e820 RAM", b->cmdline_addr);
 	if (b->bzimage)
-		check(len < bp32(b->ptr, BP_CMDLINE_SIZE), "command line longer than cmdline_size");
+		/* boot.rst: cmdline_size is the maximum length without the terminating NUL. */
+		check(len <= bp32(b->ptr, BP_CMDLINE_SIZE), "command line longer than cmdline_size");
 }
 
 static void check_initrd(void)

@@ -158,6 +158,10 @@ int printf(const char *fmt, ...)
 	va_end(ap);
 	lock();
 	serial_write(buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+	/* Truncated: keep the line structure the caller asked for. */
+	size_t fl = strlen(fmt);
+	if ((size_t)n >= sizeof(buf) && fl && fmt[fl - 1] == '\n')
+		serial_write("\n", 1);
 	unlock();
 	return n;
 }
