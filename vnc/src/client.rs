@@ -70,6 +70,83 @@ pub struct UpdateInfo {
     pub bytes: u64,
 }
 
+/// The stream of a VeNCrypt (TLS) client.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+impl RfbClient<TlsStream> {
+    /// Handshake as a VeNCrypt client (X509None, or X509Vnc with `password`), trusting the
+    /// PEM certificates in `ca_pem` for `server_name`.
+    pub fn connect_vencrypt(
+        mut tcp: std::net::TcpStream,
+        password: Option<&[u8]>,
+        shared: bool,
+        ca_pem: &std::path::Path,
+        server_name: &str,
+    ) -> Result<Self> {
+        let mut v = [0u8; 12];
+        tcp.read_exact(&mut v)?;
+        tcp.write_all(b"RFB 003.008\n")?;
+        let mut n = [0u8; 1];
+        tcp.read_exact(&mut n)?;
+        if n[0] == 0 {
+            return Err(VncError::AuthFailed(read_string(&mut tcp)?));
+        }
+        let mut types = vec![0u8; usize::from(n[0])];
+        tcp.read_exact(&mut types)?;
+        if !types.contains(&19) {
+            return proto_err(format!("server does not offer VeNCrypt: {types:?}"));
+        }
+        tcp.write_all(&[19])?;
+        let mut ver = [0u8; 2];
+        tcp.read_exact(&mut ver)?;
+        tcp.write_all(&[0, 2])?;
+        let mut b = [0u8; 2];
+        tcp.read_exact(&mut b)?;
+        if b[0] != 0 {
+            return proto_err("server refused VeNCrypt 0.2");
+        }
+        let mut subs = vec![0u8; usize::from(b[1]) * 4];
+        tcp.read_exact(&mut subs)?;
+        let subs: Vec<u32> = subs
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let want = if password.is_some() { 261 } else { 260 };
+        if !subs.contains(&want) {
+            return proto_err(format!("VeNCrypt subtype {want} not offered: {subs:?}"));
+        }
+        tcp.write_all(&want.to_be_bytes())?;
+        let mut ok = [0u8; 1];
+        tcp.read_exact(&mut ok)?;
+        if ok[0] != 1 {
+            return proto_err("server rejected the VeNCrypt subtype");
+        }
+        let tls_err = |e: String| VncError::Protocol(format!("TLS: {e}"));
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(ca_pem)?;
+        for c in rustls_pemfile::certs(&mut &pem[..]) {
+            roots
+                .add(c.map_err(|e| tls_err(e.to_string()))?)
+                .map_err(|e| tls_err(e.to_string()))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_err(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| tls_err(e.to_string()))?;
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+            .map_err(|e| tls_err(e.to_string()))?;
+        let s = Counted {
+            inner: BufReader::with_capacity(64 * 1024, rustls::StreamOwned::new(conn, tcp)),
+            read: 0,
+        };
+        Self::finish(s, password, shared, want == 261)
+    }
+}
+
 /// Largest string (name, reason, cut text) accepted from a server.
 const MAX_STRING: u32 = 1 << 20;
 
@@ -105,7 +182,17 @@ impl<S: Read + Write> RfbClient<S> {
             return proto_err(format!("no usable security type in {types:?}"));
         };
         s.write_all(&[chosen])?;
-        if chosen == 2 {
+        Self::finish(s, password, shared, chosen == 2)
+    }
+
+    /// The handshake after the security type: VNC auth, SecurityResult, ClientInit/ServerInit.
+    fn finish(
+        mut s: Counted<S>,
+        password: Option<&[u8]>,
+        shared: bool,
+        vnc_auth: bool,
+    ) -> Result<Self> {
+        if vnc_auth {
             let mut ch = [0u8; 16];
             s.read_exact(&mut ch)?;
             s.write_all(&vnc_response(password.unwrap_or_default(), &ch))?;

@@ -35,6 +35,8 @@ pub struct VncListen {
     pub websocket: Option<(String, u16)>,
     /// Allow lossy compression (Tight JPEG), as QEMU's `lossy=on`.
     pub lossy: bool,
+    /// Require VeNCrypt TLS with this PEM certificate chain and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl VncListen {
@@ -123,7 +125,9 @@ impl FromStr for VncConfig {
             password_file: None,
             websocket: None,
             lossy: false,
+            tls: None,
         };
+        let (mut tls_cert, mut tls_key) = (None, None);
         for opt in parts {
             let (key, val) = match opt.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
@@ -133,6 +137,8 @@ impl FromStr for VncConfig {
                 ("password-file", Some(p)) if !p.is_empty() => {
                     cfg.password_file = Some(PathBuf::from(p))
                 }
+                ("tls-cert", Some(p)) if !p.is_empty() => tls_cert = Some(PathBuf::from(p)),
+                ("tls-key", Some(p)) if !p.is_empty() => tls_key = Some(PathBuf::from(p)),
                 ("lossy", None) | ("lossy", Some("on")) => cfg.lossy = true,
                 ("lossy", Some("off")) => cfg.lossy = false,
                 ("websocket", None) | ("websocket", Some("on")) => {
@@ -160,6 +166,11 @@ impl FromStr for VncConfig {
                 _ => return Err(bad(value, format!("unknown option {opt:?}"))),
             }
         }
+        cfg.tls = match (tls_cert, tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err(bad(value, "tls-cert and tls-key must be given together")),
+        };
         Ok(VncConfig::Listen(cfg))
     }
 }
@@ -196,6 +207,10 @@ mod tests {
         let l = listen("127.0.0.1:4,websocket");
         assert_eq!(l.websocket, Some(("127.0.0.1".to_string(), 5704)));
         assert!(listen("h,lossy=on").lossy && !listen("h").lossy);
+        assert_eq!(
+            listen("h,tls-cert=/c.pem,tls-key=/k.pem").tls,
+            Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem")))
+        );
         let l = listen(":0,websocket=127.0.0.2:6000");
         assert_eq!(l.websocket, Some(("127.0.0.2".to_string(), 6000)));
     }
@@ -210,6 +225,7 @@ mod tests {
             "host,websocket=99999",
             "[::1",
             "host,password-file=",
+            "host,tls-cert=/c.pem",
         ] {
             let err = bad.parse::<VncConfig>().unwrap_err();
             assert!(err.to_string().contains("--vnc"), "{bad}: {err}");

@@ -36,11 +36,11 @@
 //! ```
 //!
 //! Supported: RFB 3.3/3.7/3.8; security None and VNC Authentication (with a lockout after
-//! repeated failures); any true-colour pixel format (8/16/32 bpp, any shifts, both byte
+//! repeated failures), or VeNCrypt X509None/X509Vnc over TLS (rustls) with `tls-cert`/`tls-key`; any true-colour pixel format (8/16/32 bpp, any shifts, both byte
 //! orders) and 8-bit colour-map formats (the server sends a BGR233 map); Raw, CopyRect (scroll detection), Hextile, ZRLE, Tight (zlib; JPEG with
 //! `lossy=on`); DesktopSize, ExtendedDesktopSize, Cursor, QEMU Extended Key Event, QEMU LED
-//! State, ContinuousUpdates and Fence; RFB over WebSocket for noVNC. Not supported:
-//! VeNCrypt/TLS, clipboard.
+//! State, ContinuousUpdates and Fence; RFB over WebSocket for noVNC. Not supported: clipboard,
+//! TLS on the WebSocket listener.
 
 pub mod auth;
 pub mod client;
@@ -52,6 +52,7 @@ pub mod proto;
 pub mod screenshot;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod websocket;
 
 pub use config::VncConfig;
@@ -72,7 +73,7 @@ pub enum VncError {
     #[error("vnc authentication failed: {0}")]
     AuthFailed(String),
     /// A `--vnc` option string could not be parsed.
-    #[error("invalid --vnc option {value:?}: {reason} (expected HOST[:DISPLAY][,password-file=PATH][,websocket=PORT][,lossy=on] or none)")]
+    #[error("invalid --vnc option {value:?}: {reason} (expected HOST[:DISPLAY][,password-file=PATH][,websocket=PORT][,lossy=on][,tls-cert=PEM,tls-key=PEM] or none)")]
     Config {
         /// The option text as given.
         value: String,

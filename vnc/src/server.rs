@@ -35,6 +35,8 @@ pub struct VncServerOptions {
     pub handshake_timeout: Duration,
     /// Allow lossy compression (Tight JPEG) for clients that ask for a JPEG quality level.
     pub lossy: bool,
+    /// Require VeNCrypt (X509None, or X509Vnc with a password) with this TLS configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for VncServerOptions {
@@ -48,6 +50,7 @@ impl Default for VncServerOptions {
             max_clients: 16,
             handshake_timeout: Duration::from_secs(30),
             lossy: false,
+            tls: None,
         }
     }
 }
@@ -184,6 +187,9 @@ impl VncServer {
             opts.password = Some(read_password_file(p)?);
         }
         opts.lossy |= cfg.lossy;
+        if let Some((cert, key)) = &cfg.tls {
+            opts.tls = Some(crate::tls::load_server_config(cert, key)?);
+        }
         let mut server = VncServer::new(fb, input, opts);
         server.listen(&cfg.bind_addr())?;
         if let Some((host, port)) = &cfg.websocket {
@@ -413,6 +419,33 @@ fn serve_tcp(shared: Arc<Shared>, stream: TcpStream, ws: bool, guard: PendingGua
     let shutdown: Box<dyn Fn() + Send + Sync> = Box::new(move || {
         let _ = closer.shutdown(std::net::Shutdown::Both);
     });
+    if let (Some(tls), false) = (shared.opts.tls.clone(), ws) {
+        // VeNCrypt: negotiate in the clear, then the rest of RFB runs inside TLS.
+        let (mut r, mut w) = (stream.try_clone()?, stream.try_clone()?);
+        let (version, sec) = session::negotiate(&shared, &mut r, &mut w)?;
+        if sec != session::SEC_VENCRYPT {
+            return Err(VncError::Protocol("VeNCrypt expected".into()));
+        }
+        session::vencrypt(&shared, &mut r, &mut w)?;
+        // The pump reads the socket for the connection's lifetime: no idle timeout there.
+        stream.set_read_timeout(None)?;
+        let plain = crate::tls::spawn_pump(tls, stream.try_clone()?)?;
+        // Closing the plaintext side lets the pump flush what is queued (e.g. a failure
+        // reason), send close_notify and then close the TCP connection.
+        let plain_closer = plain.try_clone()?;
+        let shutdown: Box<dyn Fn() + Send + Sync> = Box::new(move || {
+            let _ = plain_closer.shutdown(std::net::Shutdown::Write);
+        });
+        session::run_negotiated(
+            shared,
+            Box::new(plain.try_clone()?),
+            Box::new(plain),
+            shutdown,
+            move || drop(guard),
+            Some(version),
+        );
+        return Ok(());
+    }
     let (reader, writer): (Box<dyn Read + Send>, Box<dyn Write + Send>) = if ws {
         let mut s = stream.try_clone()?;
         websocket::accept(&mut s)?;

@@ -97,29 +97,58 @@ fn send_reason(w: &mut impl Write, reason: &str) -> Result<()> {
     Ok(())
 }
 
-/// Run the handshake up to ClientInit; returns the client's shared flag.
-pub(crate) fn handshake(shared: &Shared, r: &mut impl Read, w: &mut impl Write) -> Result<bool> {
+/// Security type: None.
+pub const SEC_NONE: u8 = 1;
+/// Security type: VNC Authentication.
+pub const SEC_VNC: u8 = 2;
+/// Security type: VeNCrypt.
+pub const SEC_VENCRYPT: u8 = 19;
+/// VeNCrypt subtype: TLS with an X.509 certificate, no further authentication.
+pub const VENCRYPT_X509_NONE: u32 = 260;
+/// VeNCrypt subtype: TLS with an X.509 certificate, then VNC Authentication.
+pub const VENCRYPT_X509_VNC: u32 = 261;
+
+const LOCKED: &str = "too many authentication failures; try again in a minute";
+
+/// Version exchange and choice of security type; returns the version and the type.
+pub(crate) fn negotiate(
+    shared: &Shared,
+    r: &mut impl Read,
+    w: &mut impl Write,
+) -> Result<(Version, u8)> {
     w.write_all(b"RFB 003.008\n")?;
     w.flush()?;
     let mut v = [0u8; 12];
     r.read_exact(&mut v)?;
     let version = parse_version(&v)?;
-    let sec_type: u8 = if shared.opts.password.is_some() { 2 } else { 1 };
-    let locked = sec_type == 2 && !shared.limiter.allowed();
-    const LOCKED: &str = "too many authentication failures; try again in a minute";
+    let sec_type = if shared.opts.tls.is_some() {
+        SEC_VENCRYPT
+    } else if shared.opts.password.is_some() {
+        SEC_VNC
+    } else {
+        SEC_NONE
+    };
+    let locked = shared.opts.password.is_some() && !shared.limiter.allowed();
+    let refusal = if locked {
+        Some(LOCKED)
+    } else if sec_type == SEC_VENCRYPT && version == Version::V3_3 {
+        Some("this server requires VeNCrypt (TLS), which needs an RFB 3.7 or newer client")
+    } else {
+        None
+    };
     if version == Version::V3_3 {
-        if locked {
+        if let Some(reason) = refusal {
             w.write_all(&0u32.to_be_bytes())?;
-            send_reason(w, LOCKED)?;
-            return Err(VncError::AuthFailed(LOCKED.into()));
+            send_reason(w, reason)?;
+            return Err(VncError::AuthFailed(reason.into()));
         }
         w.write_all(&u32::from(sec_type).to_be_bytes())?;
         w.flush()?;
     } else {
-        if locked {
+        if let Some(reason) = refusal {
             w.write_all(&[0])?;
-            send_reason(w, LOCKED)?;
-            return Err(VncError::AuthFailed(LOCKED.into()));
+            send_reason(w, reason)?;
+            return Err(VncError::AuthFailed(reason.into()));
         }
         w.write_all(&[1, sec_type])?;
         w.flush()?;
@@ -133,6 +162,51 @@ pub(crate) fn handshake(shared: &Shared, r: &mut impl Read, w: &mut impl Write) 
             return proto_err(format!("client chose security type {}", chosen[0]));
         }
     }
+    Ok((version, sec_type))
+}
+
+/// VeNCrypt 0.2 sub-negotiation before TLS starts: offers X509Vnc when a password is set,
+/// else X509None.
+pub(crate) fn vencrypt(shared: &Shared, r: &mut impl Read, w: &mut impl Write) -> Result<()> {
+    w.write_all(&[0, 2])?;
+    w.flush()?;
+    let mut v = [0u8; 2];
+    r.read_exact(&mut v)?;
+    if v != [0, 2] {
+        w.write_all(&[0xff])?;
+        return proto_err(format!("VeNCrypt version {}.{} not supported", v[0], v[1]));
+    }
+    let sub = if shared.opts.password.is_some() {
+        VENCRYPT_X509_VNC
+    } else {
+        VENCRYPT_X509_NONE
+    };
+    let mut m = vec![0u8, 1];
+    m.extend_from_slice(&sub.to_be_bytes());
+    w.write_all(&m)?;
+    w.flush()?;
+    let mut chosen = [0u8; 4];
+    r.read_exact(&mut chosen)?;
+    if u32::from_be_bytes(chosen) != sub {
+        w.write_all(&[0])?;
+        return proto_err(format!(
+            "client chose VeNCrypt subtype {}",
+            u32::from_be_bytes(chosen)
+        ));
+    }
+    w.write_all(&[1])?;
+    w.flush()?;
+    Ok(())
+}
+
+/// After the security type (and TLS, for VeNCrypt): VNC Authentication when a password is
+/// set, SecurityResult, then ClientInit/ServerInit; returns the client's shared flag.
+pub(crate) fn finish_handshake(
+    shared: &Shared,
+    r: &mut impl Read,
+    w: &mut impl Write,
+    version: Version,
+) -> Result<bool> {
     if let Some(pw) = &shared.opts.password {
         let ch = challenge()?;
         w.write_all(&ch)?;
@@ -168,6 +242,15 @@ pub(crate) fn handshake(shared: &Shared, r: &mut impl Read, w: &mut impl Write) 
     Ok(flag[0] != 0)
 }
 
+/// Run the whole handshake on one stream pair (no TLS); returns the shared flag.
+pub(crate) fn handshake(shared: &Shared, r: &mut impl Read, w: &mut impl Write) -> Result<bool> {
+    let (version, sec) = negotiate(shared, r, w)?;
+    if sec == SEC_VENCRYPT {
+        return proto_err("VeNCrypt is only available on TCP listeners");
+    }
+    finish_handshake(shared, r, w, version)
+}
+
 /// Serve one client to the end of its connection.
 pub(crate) fn run(
     shared: Arc<Shared>,
@@ -181,12 +264,29 @@ pub(crate) fn run(
 /// As [`run`], calling `after_handshake` once the client is in (to lift handshake timeouts).
 pub(crate) fn run_with_hook(
     shared: Arc<Shared>,
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    shutdown: Box<dyn Fn() + Send + Sync>,
+    after_handshake: impl FnOnce(),
+) {
+    run_negotiated(shared, reader, writer, shutdown, after_handshake, None)
+}
+
+/// As [`run_with_hook`]; with `negotiated`, the version and security type were already
+/// settled on the raw connection (VeNCrypt) and the handshake continues from there.
+pub(crate) fn run_negotiated(
+    shared: Arc<Shared>,
     mut reader: Box<dyn Read + Send>,
     mut writer: Box<dyn Write + Send>,
     shutdown: Box<dyn Fn() + Send + Sync>,
     after_handshake: impl FnOnce(),
+    negotiated: Option<Version>,
 ) {
-    let shared_flag = match handshake(&shared, &mut reader, &mut writer) {
+    let result = match negotiated {
+        None => handshake(&shared, &mut reader, &mut writer),
+        Some(v) => finish_handshake(&shared, &mut reader, &mut writer, v),
+    };
+    let shared_flag = match result {
         Ok(f) => f,
         Err(e) => {
             log::info!("vnc: handshake failed: {e}");

@@ -829,3 +829,135 @@ fn colour_map_clients_get_a_bgr233_map() {
         );
     }
 }
+
+/// A test CA and a server certificate it signed for localhost/127.0.0.1, made with the
+/// openssl CLI: `(ca.pem, cert.pem, key.pem)`.
+fn test_pki(
+    dir: &std::path::Path,
+) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    let p = |n: &str| dir.join(n);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .ok()?;
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ok = run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rvmm test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    ]
+    .concat())
+        && run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat())
+        && run(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ]);
+    ok.then(|| (p("ca.pem"), p("cert.pem"), p("key.pem")))
+}
+
+#[test]
+fn vencrypt_tls_with_and_without_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((ca, cert, key)) = test_pki(dir.path()) else {
+        eprintln!("skipping: openssl CLI not available");
+        return;
+    };
+    let tls = vnc::tls::load_server_config(&cert, &key).unwrap();
+    for password in [None, Some(&b"tlspass"[..])] {
+        let screen = Arc::new(Mutex::new(Screen {
+            frame: pattern(80, 60),
+            dirty: Dirty::None,
+            cursor: None,
+        }));
+        let mut server = VncServer::new(
+            screen.clone(),
+            Arc::new(Events::default()),
+            VncServerOptions {
+                password: password.map(|p| p.to_vec()),
+                tls: Some(tls.clone()),
+                auth_failure_delay: Duration::from_millis(1),
+                ..Default::default()
+            },
+        );
+        let addr = server.listen("127.0.0.1:0").unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let mut c = RfbClient::connect_vencrypt(tcp, password, true, &ca, "localhost").unwrap();
+        c.set_encodings(&[enc::ZRLE]).unwrap();
+        c.request(false).unwrap();
+        c.read_update().unwrap();
+        let want = Converter::new(PixelFormat::XRGB8888);
+        let expected: Vec<u32> = pattern(80, 60)
+            .pixels
+            .iter()
+            .map(|&p| want.quantise(p))
+            .collect();
+        assert_screen(&c.screen.pixels, &expected, "over TLS");
+        // Updates keep flowing through the TLS pump.
+        screen.lock().unwrap().frame.pixels[0] = 0x00ff00;
+        screen.lock().unwrap().dirty = Dirty::All;
+        c.request(true).unwrap();
+        c.read_update().unwrap();
+        assert_eq!(c.screen.pixels[0], 0x00ff00);
+        // Plain RFB security types are not offered.
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        assert!(RfbClient::connect(tcp, password, true).is_err());
+        if password.is_some() {
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            match RfbClient::connect_vencrypt(tcp, Some(b"nope"), true, &ca, "localhost") {
+                Err(vnc::VncError::AuthFailed(_)) => {}
+                other => panic!("wrong password over TLS: {:?}", other.is_ok()),
+            }
+        }
+    }
+}
