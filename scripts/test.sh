@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The KVM integration tests (tests/tests/) boot guests in rvmm and fail without /dev/kvm.
+[ -r /dev/kvm ] && [ -w /dev/kvm ] ||
+  echo "test.sh: warning: /dev/kvm missing or not accessible: the rvmm integration tests will fail (modprobe kvm_intel or kvm_amd; add yourself to group kvm)" >&2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Integration tests run the rvmm/rvmm-img binaries: build them first.
