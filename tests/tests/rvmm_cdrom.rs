@@ -303,3 +303,35 @@ fn cdcheck_guest_reads_qemus_virtio_scsi_cd_the_same_way() {
         out.report()
     );
 }
+
+#[test]
+fn kernel_boots_with_the_cd_attached_and_its_own_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = fixtures::debian_netinst(dir.path(), b"not a kernel", &initrd()).unwrap();
+    let out = rvmm()
+        .kernel(guest("cdcheck"))
+        .cmdline("console=ttyS0 from-the-user")
+        .arg("--cdrom")
+        .arg(&fx.path)
+        .run();
+    out.assert_pass();
+    assert_eq!(
+        out.line("cdcheck: cmdline: "),
+        Some("console=ttyS0 from-the-user"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.field_u64("cdcheck: initrd ", "size"),
+        Some(0),
+        "{}",
+        out.report()
+    );
+    assert_eq!(
+        out.line("cdcheck: label: "),
+        Some(fx.volume_id),
+        "{}",
+        out.report()
+    );
+    assert!(!out.stderr.contains("booting"), "{}", out.report());
+}
