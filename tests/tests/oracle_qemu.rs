@@ -324,3 +324,14 @@ fn bootcheck_probes_ram_above_4g() {
         out.report()
     );
 }
+
+#[test]
+fn flood_guest_prints_every_line() {
+    let out = qemu()
+        .kernel(guest("flood"))
+        .cmdline("flood_lines=500")
+        .run();
+    out.assert_pass();
+    let n = out.lines().filter(|l| l.starts_with("flood: 0")).count();
+    assert_eq!(n, 500, "{}", out.stderr);
+}
