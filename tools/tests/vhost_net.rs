@@ -335,3 +335,40 @@ fn bridge_without_cap_net_admin_names_the_fixes() {
     }
     assert!(lan.all_taps().is_empty());
 }
+
+#[test]
+fn existing_tap_is_used_and_left_in_place() {
+    let dir = Scratch::new("vhost-net-tap");
+    let lan = Lan::new("tap");
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "ip -n {h} tuntap add dev rvmmkeep mode tap vnet_hdr && ip -n {h} link set rvmmkeep master br0",
+        h = lan.host
+    )));
+    let sock = dir.path("net.sock");
+    let log = dir.path("vhost.log");
+    let mut backend = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &lan.host])
+            .arg(env!("CARGO_BIN_EXE_rvmm-vhost"))
+            .args(["-v", "net", "--tap", "rvmmkeep", "--socket"])
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_socket(&sock, &mut backend);
+    let link = lan.wait_attached(&mut backend);
+    assert!(link.contains("rvmmkeep") && link.contains(",UP"), "{link}");
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(backend.0.id() as i32, libc::SIGINT) },
+        0
+    );
+    assert!(backend.wait_timeout(Duration::from_secs(10)).is_some());
+    assert_eq!(
+        lan.all_taps().len(),
+        1,
+        "a pre-existing tap must survive rvmm-vhost"
+    );
+}
