@@ -49,7 +49,9 @@ pub fn boot_choice(entry: Option<String>, append: Option<&str>, console: bool) -
 
 /// A sealed-in-memory copy of `data`, named `name` in /proc/self/fd listings.
 fn memory_file(name: &str, data: &[u8]) -> Result<(File, PathBuf)> {
-    let cname = std::ffi::CString::new(name).context("memory file name has a NUL")?;
+    // memfd names are at most 249 bytes; the name is only a label.
+    let label: String = name.chars().take(200).collect();
+    let cname = std::ffi::CString::new(label).context("memory file name has a NUL")?;
     // SAFETY: memfd_create with a valid C string; the result is checked before use.
     let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -150,5 +152,8 @@ mod tests {
     fn memory_files_read_back_by_path() {
         let (_f, p) = memory_file("t", b"kernel bytes").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"kernel bytes");
+        let long = format!("cdrom:/{}", "d/".repeat(300));
+        let (_g, q) = memory_file(&long, b"x").unwrap();
+        assert_eq!(std::fs::read(&q).unwrap(), b"x");
     }
 }
