@@ -97,6 +97,28 @@ pub struct Cli {
     #[arg(long, value_name = "STR", requires = "cdrom")]
     pub append: Option<String>,
 
+    /// A NIC on a new tap made a port of bridge BR (virtio-net on PCI; needs CAP_NET_ADMIN;
+    /// the tap is deleted when rvmm exits). Repeatable, like --tap and --net-fd.
+    #[arg(long = "bridge", value_name = "BR[,mac=MAC][,queues=N]", value_parser = crate::devices::net::parse_bridge)]
+    pub bridges: Vec<crate::devices::net::NicArg>,
+
+    /// A NIC on an existing tap (no privileges needed when you own it).
+    #[arg(long = "tap", value_name = "NAME[,mac=MAC][,queues=N]", value_parser = crate::devices::net::parse_tap)]
+    pub taps: Vec<crate::devices::net::NicArg>,
+
+    /// A NIC on inherited tap fds, one per queue pair.
+    #[arg(long = "net-fd", value_name = "N[:M…][,mac=MAC]", value_parser = crate::devices::net::parse_net_fd)]
+    pub net_fds: Vec<crate::devices::net::NicArg>,
+
+    /// A NIC as bridge=BR, tap=NAME or fd=N (with ,mac= and ,queues=), or none for no NIC.
+    #[arg(long = "net", value_name = "none|bridge=BR|tap=NAME|fd=N", value_parser = crate::devices::net::parse_net)]
+    pub nets: Vec<crate::devices::net::NicArg>,
+
+    /// Guest MAC of the NIC flag just before it. Default: a stable 52:54:00 address derived
+    /// from the first disk (else the CD, else the kernel) path and the NIC's index.
+    #[arg(long = "mac", value_name = "XX:XX:XX:XX:XX:XX", value_parser = crate::devices::net::parse_mac)]
+    pub macs: Vec<crate::devices::net::MacArg>,
+
     /// More logging on stderr: -v info (boot markers), -vv debug, -vvv trace.
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

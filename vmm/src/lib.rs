@@ -30,6 +30,8 @@ pub fn run(cli: &cli::Cli, start: Instant) -> Result<u8> {
     let mut cfg = VmConfig::from_cli(cli)?;
     // Disks and the CD are opened (and locked) once, for every reboot of this VM.
     let storage = crate::devices::prepare(cli, &mut cfg)?;
+    // NIC taps likewise live as long as rvmm; dropping them on return deletes --bridge taps.
+    let nics = crate::devices::net::Nics::open(cli, &cfg)?;
     let sink = vm::SerialSink::open(&cfg.serial)?;
     let signal = Arc::new(AtomicUsize::new(0));
     signals::register_termination(&signal)?;
@@ -37,6 +39,7 @@ pub fn run(cli: &cli::Cli, start: Instant) -> Result<u8> {
     loop {
         let machine = vm::Vm::build(&cfg, start, &sink)?;
         storage.attach(&machine)?;
+        nics.attach(&machine)?;
         if raw.is_none() && cfg.serial == SerialMode::Stdio {
             raw = Some(terminal::RawTerminal::enter());
         }

@@ -8,6 +8,7 @@
 pub mod boot_order;
 pub mod cdrom;
 pub mod disk;
+pub mod net;
 mod pci;
 
 use anyhow::Result;
