@@ -335,3 +335,17 @@ fn flood_guest_prints_every_line() {
     let n = out.lines().filter(|l| l.starts_with("flood: 0")).count();
     assert_eq!(n, 500, "{}", out.stderr);
 }
+
+#[test]
+fn aps_start_again_after_a_reset() {
+    let out = qemu()
+        .args(["-action", "reboot=reset"])
+        .kernel(guest("smp"))
+        .cpus(4)
+        .cmdline("smp.reset")
+        .timeout(Duration::from_secs(30))
+        .stop_when(|s| s.matches("smp: cpus_online=4").count() >= 2)
+        .run();
+    assert!(out.stopped, "{}", out.report());
+    assert!(!out.serial.contains("FAIL"), "{}", out.report());
+}

@@ -64,3 +64,39 @@ fn demo_guest_boots_and_powers_off() {
     );
     assert!(out.lines().any(|l| l == "demo: ok"), "{}", out.report());
 }
+
+#[test]
+fn reset_restarts_a_four_vcpu_vm() {
+    // Every vCPU thread must stop and the VM come back with all of them parked again.
+    let out = rvmm()
+        .kernel(guest("reboot"))
+        .cpus(4)
+        .timeout(Duration::from_secs(30))
+        .stop_when(|s| s.matches("reboot: boot").count() >= 3)
+        .run();
+    assert!(
+        out.stopped,
+        "the 4-vCPU guest did not boot three times\n{}",
+        out.report()
+    );
+    assert!(!out.serial.contains("FAIL"), "{}", out.report());
+}
+
+#[test]
+fn aps_start_again_after_a_reset() {
+    // smp.reset: after bringing up every AP the guest resets the machine (i8042); on the next
+    // boot the APs must be back in wait-for-SIPI and start again.
+    let out = rvmm()
+        .kernel(guest("smp"))
+        .cpus(4)
+        .cmdline("smp.reset")
+        .timeout(Duration::from_secs(30))
+        .stop_when(|s| s.matches("smp: cpus_online=4").count() >= 2)
+        .run();
+    assert!(
+        out.stopped,
+        "the APs did not all start again after the reset\n{}",
+        out.report()
+    );
+    assert!(!out.serial.contains("FAIL"), "{}", out.report());
+}

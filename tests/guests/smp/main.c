@@ -87,5 +87,13 @@ int guest_main(void)
 		      "AP %u IA32_APIC_BASE is %#lx (want enabled, BSP flag clear)", id, ap_apic_base[want]);
 	}
 	printf("smp: cpus_online=%u\n", started + 1);
+	/* smp.reset on the command line: reset the machine after a clean bring-up, so a test can
+	 * check that the APs are back in wait-for-SIPI on the next boot. */
+	if (strstr(boot_info.cmdline, "smp.reset") && !check_failures) {
+		printf("smp: resetting\n");
+		outb(0x64, 0xfe);
+		delay_us(1000000);
+		check(0, "still running after the reset request");
+	}
 	finish();
 }
