@@ -589,3 +589,99 @@ fn vnc_vncdotool_captures_vga_text_mode() {
         assert_eq!(got[i], want, "cell {i} ({:?})", ch as char);
     }
 }
+
+/// A test CA and a server certificate it signed for 127.0.0.1: `(ca.pem, cert.pem, key.pem)`.
+fn test_pki(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .ok()?;
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rvmm test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ];
+    let leaf = [
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ];
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ];
+    let ok = run(&[&["req", "-x509"][..], &ec, &ca].concat())
+        && run(&[&["req"][..], &ec, &leaf].concat())
+        && run(&sign);
+    ok.then(|| {
+        (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        )
+    })
+}
+
+#[test]
+fn vnc_tigervnc_over_vencrypt_tls() {
+    if !(have("Xvfb") && have("xtigervncviewer") && have("openssl") && have_vncdotool()) {
+        eprintln!("skipping: Xvfb/xtigervncviewer/openssl/Pillow not installed (scripts/setup.sh)");
+        return;
+    }
+    let (d, png) = tmp("tls.png");
+    let (ca, cert, key) = test_pki(&d.0).expect("openssl made the test certificates");
+    let extra = format!(",tls-cert={},tls-key={}", cert.display(), key.display());
+    let demo = Demo::start(&extra, &["--size", "320x240", "--still"]);
+    let (_xvfb, xdisplay) = start_xvfb();
+    let _viewer = Proc(
+        Command::new("xtigervncviewer")
+            .env("DISPLAY", &xdisplay)
+            .args(["-SecurityTypes", "X509None", "-X509CA"])
+            .arg(&ca)
+            .arg(demo.server())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start xtigervncviewer"),
+    );
+    wait_for_pattern(&xdisplay, &png, "TigerVNC over TLS", &[0..45, 95..240]);
+}

@@ -138,6 +138,19 @@ fn plain_to_network(
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = plain.read(&mut buf)?;
+        // Hold application data until the handshake is complete: sent as 0.5-RTT data it
+        // arrives with the server's handshake flight, and clients that wait for the socket
+        // to become readable after their handshake (TigerVNC) then never see it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while lock(conn).is_handshaking() {
+            if std::time::Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ));
+            }
+            thread::sleep(std::time::Duration::from_millis(2));
+        }
         let mut c = lock(conn);
         if n == 0 {
             c.send_close_notify();
