@@ -36,11 +36,13 @@
 //! ```
 //!
 //! Supported: RFB 3.3/3.7/3.8; security None and VNC Authentication (with a lockout after
-//! repeated failures), or VeNCrypt X509None/X509Vnc over TLS (rustls) with `tls-cert`/`tls-key`; any true-colour pixel format (8/16/32 bpp, any shifts, both byte
-//! orders) and 8-bit colour-map formats (the server sends a BGR233 map); Raw, CopyRect (scroll detection), Hextile, ZRLE, Tight (zlib; JPEG with
-//! `lossy=on`); DesktopSize, ExtendedDesktopSize, Cursor, QEMU Extended Key Event, QEMU LED
-//! State, ContinuousUpdates and Fence; RFB over WebSocket for noVNC. Not supported: clipboard,
-//! TLS on the WebSocket listener.
+//! repeated failures), or VeNCrypt X509None/X509Vnc over TLS (rustls) with
+//! `tls-cert`/`tls-key`; any true-colour pixel format (8/16/32 bpp, any shifts, both byte
+//! orders) and 8-bit colour-map formats (the server sends a BGR233 map); Raw, CopyRect
+//! (scroll detection), Hextile, ZRLE, Tight (zlib; JPEG with `lossy=on`); DesktopSize,
+//! ExtendedDesktopSize, Cursor, QEMU Extended Key Event, QEMU LED State, ContinuousUpdates
+//! and Fence; RFB over WebSocket for noVNC. Not supported: clipboard, TLS on the WebSocket
+//! listener.
 
 pub mod auth;
 pub mod client;
