@@ -143,7 +143,13 @@ impl VirtioInterrupt for PciInterrupt {
             }
         }
         let mut isr = lk(&s.isr);
+        let was = *isr;
         *isr |= bit;
+        // A non-zero ISR means the line is already asserted (reading the ISR lowers it):
+        // no need to raise it again for every completion of a polling driver.
+        if was != 0 {
+            return Ok(());
+        }
         s.intx.set_level(true)
     }
 }
