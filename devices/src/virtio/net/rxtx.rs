@@ -1,8 +1,9 @@
-//! The queue handler of one rx/tx queue pair: frames from guest tx buffers to the tap, and from
-//! the tap into guest rx buffers (merging buffers when MRG_RXBUF is on). Transport-free: the
+//! The queue handler of one rx/tx queue pair: frames from guest tx buffers to the tap (one
+//! writev straight from guest memory), and from the tap into guest rx buffers (merging buffers when MRG_RXBUF is on). Transport-free: the
 //! caller hands in guest memory and the queue, and interrupts the guest when told to.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -92,7 +93,6 @@ pub struct NetQueuePair {
     /// A frame read from the tap but not yet delivered (no buffer was available).
     rx_frame: Vec<u8>,
     rx_len: usize,
-    tx_frame: Vec<u8>,
     /// Writable descriptors of the rx chains held for the pending frame: (head, addr, len).
     rx_segs: Vec<(u16, GuestAddress, u32)>,
     /// Chains held, and their total writable size.
@@ -116,7 +116,6 @@ impl NetQueuePair {
             mrg_rxbuf,
             rx_frame: vec![0; MAX_FRAME],
             rx_len: 0,
-            tx_frame: vec![0; MAX_FRAME],
             rx_segs: Vec::new(),
             rx_chains: 0,
             rx_capacity: 0,
@@ -150,8 +149,8 @@ impl NetQueuePair {
             }
             while let Some(chain) = queue.pop_descriptor_chain(mem) {
                 let head = chain.head_index();
-                match gather(mem, chain, &mut self.tx_frame) {
-                    Ok(len) => self.send(len),
+                match self.send_chain(mem, chain) {
+                    Ok(()) => {}
                     Err(e) => {
                         NetCounters::add(&self.counters.tx_dropped, 1);
                         self.complain("dropping tx frame", &e);
@@ -175,11 +174,52 @@ impl NetQueuePair {
         used && queue.needs_notification(mem).unwrap_or(true)
     }
 
-    fn send(&mut self, len: usize) {
-        match self.tap.write(&self.tx_frame[..len]) {
+    /// Send one tx chain to the tap with a single writev straight from guest memory (no copy).
+    /// Guest-caused failures (bad chain) are errors; a tap that refuses the frame only counts a
+    /// drop.
+    fn send_chain(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: DescriptorChain<&GuestMemoryMmap>,
+    ) -> Result<(), ChainError> {
+        let mut total = 0usize;
+        let mut truncated = false;
+        let mut guards = Vec::with_capacity(4);
+        for desc in chain {
+            // The chain iterator silently stops after queue-size descriptors; a last descriptor
+            // that still points onwards means a loop.
+            truncated = desc.has_next();
+            if desc.is_write_only() {
+                return Err(ChainError::WritableInTx);
+            }
+            let len = desc.len() as usize;
+            total = total
+                .checked_add(len)
+                .filter(|&t| t <= MAX_FRAME)
+                .ok_or(ChainError::TooLong(total.saturating_add(len)))?;
+            let bad = || ChainError::BadAddress(desc.addr().0, desc.len());
+            // A buffer may span memory regions: one slice per region.
+            for slice in mem.get_slices(desc.addr(), len) {
+                guards.push(slice.map_err(|_| bad())?.ptr_guard());
+            }
+        }
+        if truncated {
+            return Err(ChainError::Loop);
+        }
+        if total <= VNET_HDR_LEN {
+            return Err(ChainError::TooShort(total));
+        }
+        let iov: Vec<libc::iovec> = guards
+            .iter()
+            .map(|g| libc::iovec {
+                iov_base: g.as_ptr() as *mut libc::c_void,
+                iov_len: g.len(),
+            })
+            .collect();
+        match writev(self.tap.as_raw_fd(), &iov) {
             Ok(_) => {
                 NetCounters::add(&self.counters.tx_packets, 1);
-                NetCounters::add(&self.counters.tx_bytes, (len - VNET_HDR_LEN) as u64);
+                NetCounters::add(&self.counters.tx_bytes, (total - VNET_HDR_LEN) as u64);
             }
             Err(e) => {
                 // A full tap queue or a header the kernel rejects loses this frame only.
@@ -189,6 +229,9 @@ impl NetQueuePair {
                 }
             }
         }
+        // The guards (and so the mappings the iovecs point into) live until here.
+        drop(guards);
+        Ok(())
     }
 
     /// Move frames waiting on the tap into the guest's buffers on `queue` (the rx queue), for as
@@ -370,37 +413,18 @@ enum Delivery {
     Broken,
 }
 
-/// Copy the device-readable part of a tx chain into `buf`; returns the byte count.
-fn gather(
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    buf: &mut [u8],
-) -> Result<usize, ChainError> {
-    let mut off = 0usize;
-    let mut truncated = false;
-    for desc in chain {
-        // The chain iterator silently stops after queue-size descriptors; a last descriptor
-        // that still points onwards means a loop.
-        truncated = desc.has_next();
-        if desc.is_write_only() {
-            return Err(ChainError::WritableInTx);
-        }
-        let n = desc.len() as usize;
-        let end = off.checked_add(n).filter(|&e| e <= buf.len());
-        let Some(end) = end else {
-            return Err(ChainError::TooLong(off.saturating_add(n)));
-        };
-        mem.read_slice(&mut buf[off..end], desc.addr())
-            .map_err(|_| ChainError::BadAddress(desc.addr().0, desc.len()))?;
-        off = end;
+/// writev(2) on `fd`.
+fn writev(fd: std::os::fd::RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    let count =
+        libc::c_int::try_from(iov.len()).map_err(|_| io::Error::other("too many iovecs"))?;
+    // SAFETY: every iovec points into guest memory that stays mapped for the call (the caller
+    // holds the slices' guards and the memory guard), and the kernel only reads from it.
+    let n = unsafe { libc::writev(fd, iov.as_ptr(), count) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
-    if truncated {
-        return Err(ChainError::Loop);
-    }
-    if off <= VNET_HDR_LEN {
-        return Err(ChainError::TooShort(off));
-    }
-    Ok(off)
 }
 
 /// Append the device-writable descriptors of an rx chain to `segs`; returns their total size.

@@ -672,3 +672,22 @@ fn multi_queue_pairs_start_after_vq_pairs_set() {
     assert!(recv(&wire0).is_none(), "frame went out on the wrong pair");
     assert!(dev.reset());
 }
+
+#[test]
+fn tx_buffer_spanning_two_memory_regions_is_sent_whole() {
+    let half = MEM_SIZE / 2;
+    let mem =
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), half), (GuestAddress(half as u64), half)])
+            .unwrap();
+    let (tap, wire) = wire();
+    let (mut h, counters, _) = pair(tap, false);
+    let mut d = Driver::new(16, 0x1_0000);
+    let mut q = d.queue();
+    let f = frame([0xff; 6], 600, 41);
+    let start = half as u64 - 100; // the frame straddles the region boundary
+    mem.write_slice(&f, GuestAddress(start)).unwrap();
+    d.add(&mem, &[(start, f.len() as u32, false)]);
+    assert!(h.process_tx(&mem, &mut q));
+    assert_eq!(recv(&wire).unwrap(), f);
+    assert_eq!(counters.snapshot()[5], 0);
+}
