@@ -58,7 +58,8 @@ impl NetConfig {
             .unwrap_or_else(|| MacAddr::for_guest(vm_name, index))
     }
 
-    /// Open the host side: `Ok(None)` for `--net none`.
+    /// Open the host side: `Ok(None)` for `--net none`. For `fd=` it takes ownership of the
+    /// descriptors, so call it once per configuration.
     pub fn open(&self, guest_mac: MacAddr) -> Result<Option<Tap>> {
         let tap = match &self.backend {
             NetBackendConfig::None => return Ok(None),
