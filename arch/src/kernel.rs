@@ -144,10 +144,16 @@ pub fn parse(bytes: &[u8]) -> Result<KernelImage<'_>, KernelError> {
             "no protected-mode kernel after the setup sectors",
         ));
     }
-    Ok(KernelImage::BzImage {
-        hdr,
-        payload: &bytes[payload_start..],
-    })
+    let payload = &bytes[payload_start..];
+    // syssize counts 16-byte paragraphs, rounded up: a shorter payload is a cut-off file whose
+    // guest would run into memory that was never loaded.
+    let syssize = u64::from({ hdr.syssize });
+    if (payload.len() as u64).saturating_add(15) < syssize.saturating_mul(16) {
+        return Err(KernelError::Truncated(
+            "the protected-mode kernel is shorter than the header's syssize",
+        ));
+    }
+    Ok(KernelImage::BzImage { hdr, payload })
 }
 
 fn rd_u16(b: &[u8], o: usize) -> Result<u16, KernelError> {
@@ -424,6 +430,15 @@ pub(crate) mod tests {
             parse(&fake_bzimage(0x020f, b"")),
             Err(KernelError::Truncated(_))
         ));
+    }
+
+    #[test]
+    fn bzimage_shorter_than_its_syssize_is_truncated() {
+        let mut img = fake_bzimage(0x020f, &[0x90; 64]);
+        img[0x1f4..0x1f8].copy_from_slice(&4u32.to_le_bytes()); // 64 bytes: exactly present
+        assert!(parse(&img).is_ok());
+        img[0x1f4..0x1f8].copy_from_slice(&5u32.to_le_bytes()); // 80 bytes claimed, 64 there
+        assert!(matches!(parse(&img), Err(KernelError::Truncated(_))));
     }
 
     #[test]
