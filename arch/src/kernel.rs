@@ -147,7 +147,7 @@ pub fn parse(bytes: &[u8]) -> Result<KernelImage<'_>, KernelError> {
     let payload = &bytes[payload_start..];
     // syssize counts 16-byte paragraphs, rounded up: a shorter payload is a cut-off file whose
     // guest would run into memory that was never loaded.
-    let syssize = u64::from({ hdr.syssize });
+    let syssize = u64::from(hdr.syssize);
     if (payload.len() as u64).saturating_add(15) < syssize.saturating_mul(16) {
         return Err(KernelError::Truncated(
             "the protected-mode kernel is shorter than the header's syssize",
