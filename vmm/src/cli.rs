@@ -97,6 +97,28 @@ pub struct Cli {
     #[arg(long, value_name = "STR", requires = "cdrom")]
     pub append: Option<String>,
 
+    /// Serve the screen over VNC: HOST[:DISPLAY] listens on port 5900+DISPLAY (0.0.0.0 is
+    /// display :0); none = no server. Adds a std-VGA display.
+    #[arg(
+        long,
+        value_name = "HOST[:DISPLAY][,password-file=PATH][,websocket=PORT]|none"
+    )]
+    pub vnc: Option<String>,
+
+    /// Display device: vga (Bochs std-VGA on PCI) or none. Default: vga with --vnc or
+    /// --screenshot-on-exit, else none.
+    #[arg(long, value_name = "vga|none")]
+    pub display: Option<String>,
+
+    /// Screen mode a directly booted kernel finds (boot_params.screen_info), WxH at 32 bpp
+    /// (default 1024x768).
+    #[arg(long, value_name = "WxH")]
+    pub display_size: Option<String>,
+
+    /// Write a PNG of the screen when rvmm exits.
+    #[arg(long, value_name = "PATH")]
+    pub screenshot_on_exit: Option<PathBuf>,
+
     /// A NIC on a new tap made a port of bridge BR (virtio-net on PCI; needs CAP_NET_ADMIN;
     /// the tap is deleted when rvmm exits). Repeatable, like --tap and --net-fd.
     #[arg(long = "bridge", value_name = "BR[,mac=MAC][,queues=N]", value_parser = crate::devices::net::parse_bridge)]

@@ -6,6 +6,7 @@ pub mod boot;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod display;
 pub mod exit;
 pub mod irq;
 pub mod memory;
@@ -32,6 +33,7 @@ pub fn run(cli: &cli::Cli, start: Instant) -> Result<u8> {
     let storage = crate::devices::prepare(cli, &mut cfg)?;
     // NIC taps likewise live as long as rvmm; dropping them on return deletes --bridge taps.
     let nics = crate::devices::net::Nics::open(cli, &cfg)?;
+    let display = crate::display::Display::start(cli)?;
     let sink = vm::SerialSink::open(&cfg.serial)?;
     let signal = Arc::new(AtomicUsize::new(0));
     signals::register_termination(&signal)?;
@@ -40,6 +42,7 @@ pub fn run(cli: &cli::Cli, start: Instant) -> Result<u8> {
         let machine = vm::Vm::build(&cfg, start, &sink)?;
         storage.attach(&machine)?;
         nics.attach(&machine)?;
+        let _screen = display.attach(&machine)?;
         if raw.is_none() && cfg.serial == SerialMode::Stdio {
             raw = Some(terminal::RawTerminal::enter());
         }
@@ -51,7 +54,10 @@ pub fn run(cli: &cli::Cli, start: Instant) -> Result<u8> {
         }
         match exit::outcome(&event, cfg.no_reboot) {
             Outcome::Restart => log::info!("guest reset: restarting the VM"),
-            Outcome::Exit(code) => return Ok(code),
+            Outcome::Exit(code) => {
+                display.on_exit()?;
+                return Ok(code);
+            }
         }
     }
 }

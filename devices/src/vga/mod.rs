@@ -19,6 +19,7 @@
 //! do not fit VRAM are refused and logged, out-of-range banks ignored).
 
 pub mod dispi;
+pub mod pci;
 pub mod regs;
 pub mod text;
 pub mod vram;

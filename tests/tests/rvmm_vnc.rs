@@ -1,0 +1,224 @@
+//! `rvmm --vnc`: the std-VGA a directly booted guest paints, seen by a real VNC client
+//! (vncdotool), the `--screenshot-on-exit` PNG, and the option errors.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rvmm_tests::{guest, rvmm};
+
+/// A VNC display number whose port (5900 + N) is free now, N ≥ 50.
+fn free_display() -> u16 {
+    for _ in 0..200 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().unwrap().port();
+        if port >= 5950 {
+            return port - 5900;
+        }
+    }
+    panic!("no free TCP port above 5950");
+}
+
+/// Decode a PNG with Pillow (installed with vncdotool): (width, height, RGB bytes).
+fn png_rgb(path: &Path) -> (u32, u32, Vec<u8>) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys; from PIL import Image\n\
+             im = Image.open(sys.argv[1]).convert('RGB')\n\
+             sys.stdout.buffer.write(b'%d %d\\n' % im.size + im.tobytes())",
+        ])
+        .arg(path)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "cannot decode {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nl = out.stdout.iter().position(|&b| b == b'\n').unwrap();
+    let head = String::from_utf8_lossy(&out.stdout[..nl]).to_string();
+    let mut it = head.split(' ').map(|v| v.parse::<u32>().unwrap());
+    let (w, h) = (it.next().unwrap(), it.next().unwrap());
+    (w, h, out.stdout[nl + 1..].to_vec())
+}
+
+/// Boot vgapaint with `--vnc`, and once the guest reports `ready`, capture the screen with
+/// vncdotool into `png`. Returns the run's outcome and vncdo's result.
+fn capture(
+    extra: &[&str],
+    cmdline: &str,
+    ready: &'static str,
+    png: &Path,
+) -> (rvmm_tests::Outcome, Result<(), String>) {
+    let display = free_display();
+    let server = format!("127.0.0.1::{}", 5900 + display);
+    let result: Arc<Mutex<Option<Result<(), String>>>> = Arc::new(Mutex::new(None));
+    let (r, png2) = (result.clone(), png.to_path_buf());
+    let out = rvmm()
+        .kernel(guest("vgapaint"))
+        .cmdline(cmdline)
+        .args(["--vnc", &format!("127.0.0.1:{display}")])
+        .args(extra)
+        .timeout(Duration::from_secs(60))
+        .stop_when(move |serial| {
+            if !serial.contains(ready) && !serial.contains("RESULT:") {
+                return false;
+            }
+            if serial.contains(ready) {
+                let o = Command::new("timeout")
+                    .args(["30", "vncdo", "-s", &server, "capture"])
+                    .arg(&png2)
+                    .output();
+                *r.lock().unwrap() = Some(match o {
+                    Ok(o) if o.status.success() => Ok(()),
+                    Ok(o) => Err(format!(
+                        "vncdo failed: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    )),
+                    Err(e) => Err(format!("cannot run vncdo: {e}")),
+                });
+            }
+            true
+        })
+        .run();
+    let res = result
+        .lock()
+        .unwrap()
+        .take()
+        .unwrap_or(Err("the guest never got ready".into()));
+    (out, res)
+}
+
+#[test]
+fn vnc_client_sees_the_pattern_the_guest_paints() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("screen.png");
+    let (out, res) = capture(
+        &["--display-size", "800x600"],
+        "console=ttyS0",
+        "vgapaint: painted",
+        &png,
+    );
+    res.unwrap_or_else(|e| panic!("{e}\n{}", out.report()));
+    let addr_line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("VNC server on 127.0.0.1:"))
+        .unwrap_or_else(|| panic!("rvmm did not print its VNC address\n{}", out.report()));
+    assert!(addr_line.contains("(display :"), "{addr_line}");
+    assert_eq!(
+        out.field("vgapaint: si ", "width"),
+        Some("800"),
+        "{}",
+        out.report()
+    );
+    assert_eq!(out.field("vgapaint: si ", "height"), Some("600"));
+    let (w, h, rgb) = png_rgb(&png);
+    assert_eq!((w, h), (800, 600), "{}", out.report());
+    let mut bad = 0;
+    for y in 0..h {
+        for x in 0..w {
+            let i = ((y * w + x) * 3) as usize;
+            let want = [
+                (x & 0xff) as u8,
+                (y & 0xff) as u8,
+                if x < w / 2 { 0x40 } else { 0xc0 },
+            ];
+            if rgb[i..i + 3] != want {
+                bad += 1;
+                assert!(
+                    bad < 5,
+                    "pixel ({x},{y}) is {:?}, want {want:?}",
+                    &rgb[i..i + 3]
+                );
+            }
+        }
+    }
+    assert_eq!(bad, 0);
+}
+
+#[test]
+fn text_mode_written_at_b8000_shows_on_the_captured_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("text.png");
+    let shot = dir.path().join("exit.png");
+    let (out, res) = capture(
+        &["--screenshot-on-exit", shot.to_str().unwrap()],
+        "console=ttyS0 text=1",
+        "vgapaint: text written",
+        &png,
+    );
+    res.unwrap_or_else(|e| panic!("{e}\n{}", out.report()));
+    let (w, h, rgb) = png_rgb(&png);
+    assert_eq!((w, h), (640, 400), "text mode is 80x25 cells of 8x16");
+    let px = |x: u32, y: u32| {
+        let i = ((y * w + x) * 3) as usize;
+        [rgb[i], rgb[i + 1], rgb[i + 2]]
+    };
+    // Row 2 (y 32..48), columns 4..21 hold the message: white on blue.
+    let (mut white, mut blue) = (0, 0);
+    for y in 32..48 {
+        for x in 32..(32 + 17 * 8) {
+            match px(x, y) {
+                [r, g, b] if r > 0xa0 && g > 0xa0 && b > 0xa0 => white += 1,
+                [r, g, b] if b > 0x80 && r < 0x40 && g < 0x40 => blue += 1,
+                _ => {}
+            }
+        }
+    }
+    assert!(white > 200 && blue > 1000, "white {white} blue {blue}");
+    // Elsewhere the screen is the blank light-grey-on-black of attribute 0x07: all black.
+    assert!((0..w).all(|x| px(x, 100) == [0, 0, 0]));
+    // The same glyphs in different cells look the same: "T" at columns 9 and 12 ("TEXT").
+    let cell = |c: u32| -> Vec<[u8; 3]> {
+        (32..48)
+            .flat_map(|y| (c * 8..c * 8 + 8).map(move |x| (x, y)))
+            .map(|(x, y)| px(x, y))
+            .collect()
+    };
+    assert_eq!(cell(4 + 5), cell(4 + 8));
+    assert_ne!(cell(4 + 5), cell(4 + 6), "T and E differ");
+}
+
+#[test]
+fn screenshot_on_exit_writes_the_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let shot = dir.path().join("exit.png");
+    let out = rvmm()
+        .kernel(guest("vgapaint"))
+        .args(["--display-size", "640x480", "--screenshot-on-exit"])
+        .arg(&shot)
+        .signal_when("vgapaint: painted", libc::SIGTERM)
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert!(shot.is_file(), "no screenshot\n{}", out.report());
+    let (w, h, rgb) = png_rgb(&shot);
+    assert_eq!((w, h), (640, 480));
+    let i = ((100 * w + 500) * 3) as usize;
+    assert_eq!(&rgb[i..i + 3], &[(500 & 0xff) as u8, 100, 0xc0]);
+    assert!(
+        !out.stderr.contains("VNC server on"),
+        "no server without --vnc"
+    );
+}
+
+#[test]
+fn bad_display_options_are_refused_with_advice() {
+    for (args, needle) in [
+        (vec!["--vnc", "127.0.0.1:99999"], "--vnc"),
+        (vec!["--display-size", "12x34"], "--display-size"),
+        (vec!["--display", "cirrus"], "--display"),
+        (
+            vec!["--vnc", "127.0.0.1:0", "--display", "none"],
+            "--display",
+        ),
+    ] {
+        let out = rvmm().kernel(guest("vgapaint")).args(&args).run();
+        assert_eq!(out.status, Some(1), "{args:?}\n{}", out.report());
+        assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
+    }
+}
