@@ -961,3 +961,45 @@ fn vencrypt_tls_with_and_without_password() {
         }
     }
 }
+
+#[test]
+fn idle_half_open_connections_are_capped() {
+    let screen = Arc::new(Mutex::new(Screen {
+        frame: pattern(16, 16),
+        dirty: Dirty::None,
+        cursor: None,
+    }));
+    let mut server = VncServer::new(
+        screen,
+        Arc::new(Events::default()),
+        VncServerOptions {
+            max_clients: 2,
+            handshake_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let addr = server.listen("127.0.0.1:0").unwrap();
+    let idle: Vec<_> = (0..2)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let mut v = [0u8; 12];
+            s.read_exact(&mut v).unwrap();
+            s
+        })
+        .collect();
+    // Both slots are held by clients that never answer: the next one is turned away.
+    let mut third = std::net::TcpStream::connect(addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut v = [0u8; 12];
+    assert!(
+        third.read_exact(&mut v).is_err(),
+        "third connection was served"
+    );
+    // The handshake timeout frees the slots.
+    std::thread::sleep(Duration::from_millis(800));
+    drop(idle);
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    assert!(RfbClient::connect(s, None, true).is_ok());
+}
