@@ -390,3 +390,225 @@ fn net_fd_tap_reaches_the_guest() {
     // rvmm held the only fd of the non-persistent tap.
     assert!(gone_within(&lan.host, "rnfd0", Duration::from_secs(5)));
 }
+
+/// Benchmark frames the guest sends (bench_tx) and their UDP payload size.
+const BENCH_TX: u64 = 20_000;
+const BENCH_PAYLOAD: u64 = 1024;
+/// How long lan floods the guest.
+const BENCH_RX_SECONDS: u64 = 3;
+
+/// Counts datagrams arriving on 10.0.0.2:5556 until 2 s of silence; prints "GOT n".
+const BENCH_SINK: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind(("10.0.0.2", 5556)); s.settimeout(120)
+print("READY", flush=True)
+n = 0
+try:
+    s.recv(4096); n = 1; s.settimeout(2)
+    while True:
+        s.recv(4096); n += 1
+except socket.timeout:
+    pass
+print("GOT", n, flush=True)
+"#;
+
+/// Sends datagrams of argv[1] payload bytes to 10.0.0.10:5557 for argv[2] seconds, flat out.
+const BENCH_FLOOD: &str = r#"
+import socket, sys, time
+size, secs = int(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+data = b"b" * size; end = time.time() + secs; n = 0
+while time.time() < end:
+    try:
+        s.sendto(data, ("10.0.0.10", 5557)); n += 1
+    except OSError:
+        pass
+print("SENT", n, flush=True)
+"#;
+
+/// Packets/s and Gbit/s (Ethernet frame bytes) of one direction.
+#[derive(Clone, Copy, Debug)]
+struct Rate {
+    pps: f64,
+    gbps: f64,
+}
+
+impl Rate {
+    fn new(frames: u64, frame_bytes: u64, us: u64) -> Rate {
+        let s = us.max(1) as f64 / 1e6;
+        Rate {
+            pps: frames as f64 / s,
+            gbps: (frames * frame_bytes * 8) as f64 / s / 1e9,
+        }
+    }
+}
+
+/// The number after `key` on the console line starting with `prefix`.
+fn bench_field(console: &str, prefix: &str, key: &str) -> u64 {
+    console
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(key)))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} on {prefix:?}:\n{console}"))
+}
+
+/// Run the guest's benchmark through `vm` (spawned in `lan.host` with the given serial log);
+/// returns (guest→lan, lan→guest, datagrams lan received, datagrams lan sent).
+fn bench_run(lan: &Lan, serial: &Path, vm: Command) -> (Rate, Rate, u64, u64) {
+    let mut sink = Reap(
+        Command::new("ip")
+            .args(["netns", "exec", &lan.lan, "python3", "-c", BENCH_SINK])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut sink_out = BufReader::new(sink.0.stdout.take().unwrap());
+    let mut line = String::new();
+    sink_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "READY");
+    let mut vm = Reap({ vm }.spawn().unwrap());
+    wait_serial(serial, "bench_rx_ready", &mut vm, Duration::from_secs(180));
+    let flood = Command::new("ip")
+        .args(["netns", "exec", &lan.lan, "python3", "-c", BENCH_FLOOD])
+        .args([
+            BENCH_PAYLOAD.to_string(),
+            (BENCH_RX_SECONDS + 1).to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(flood.status.success());
+    let sent = String::from_utf8_lossy(&flood.stdout)
+        .trim()
+        .strip_prefix("SENT ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    wait_serial(serial, "bench_rx frames", &mut vm, Duration::from_secs(60));
+    let _ = finish(&mut vm, Duration::from_secs(60));
+    let console = std::fs::read_to_string(serial).unwrap();
+    let tx = "virtio-net: bench_tx ";
+    let rx = "virtio-net: bench_rx ";
+    let tx_rate = Rate::new(
+        bench_field(&console, tx, "frames="),
+        bench_field(&console, tx, "frame_bytes="),
+        bench_field(&console, tx, "us="),
+    );
+    let rx_frames = bench_field(&console, rx, "frames=");
+    let rx_rate = Rate::new(
+        rx_frames,
+        bench_field(&console, rx, "bytes=") / rx_frames.max(1),
+        bench_field(&console, rx, "us="),
+    );
+    line.clear();
+    sink_out.read_line(&mut line).unwrap();
+    let got = line
+        .trim()
+        .strip_prefix("GOT ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (tx_rate, rx_rate, got, sent)
+}
+
+/// Benchmark: the test guest's ring-3 UDP loop guest→lan and lan→guest through `rvmm
+/// --bridge br0` (KVM) and through `qemu-system-x86_64 -accel kvm -netdev tap,vhost=off
+/// -device virtio-net-pci` on a tap of br0, one after the other in this run; prints both and
+/// the ratios. Not a test (no timed assertions):
+///
+/// ```text
+/// cargo build --release -p vmm --bin rvmm
+/// cargo test --release -p rvmm-tests --test rvmm_net -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn bench_rvmm_net_vs_qemu_kvm_tap() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = format!(
+        "udp=0 pings=0 serve_ms=0 bench=1 bench_tx={BENCH_TX} bench_size={BENCH_PAYLOAD} \
+         bench_rx_ms={}",
+        BENCH_RX_SECONDS * 1000
+    );
+    let ours = {
+        let lan = Lan::new("rnbr");
+        let serial = dir.path().join("rvmm.txt");
+        let prefix = ["ip", "netns", "exec", lan.host.as_str()];
+        bench_run(
+            &lan,
+            &serial,
+            rvmm(&prefix, &serial, &args, &["--bridge", "br0"]),
+        )
+    };
+    let theirs = {
+        let lan = Lan::new("rnbq");
+        sh(&format!(
+            "ip -n {h} tuntap add dev qtap0 mode tap && ip -n {h} link set qtap0 master br0 && \
+             ip -n {h} link set qtap0 up",
+            h = lan.host
+        ));
+        let serial = dir.path().join("qemu.txt");
+        let mut q = Command::new("ip");
+        q.args(["netns", "exec", &lan.host, "qemu-system-x86_64"])
+            .args(["-accel", "kvm", "-cpu", "host", "-M", "pc", "-m", "512"])
+            .args(["-nodefaults", "-display", "none", "-monitor", "none"])
+            .args([
+                "-no-reboot",
+                "-device",
+                "isa-debug-exit,iobase=0xf4,iosize=0x01",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-kernel")
+            .arg(guest("virtio-net"))
+            .arg("-append")
+            .arg(format!("console=ttyS0 ip=10.0.0.10 peer=10.0.0.2 {args}"))
+            .args([
+                "-netdev",
+                "tap,id=n,ifname=qtap0,script=no,downscript=no,vhost=off",
+                "-device",
+                "virtio-net-pci,netdev=n,disable-legacy=on,mac=52:54:00:00:00:10",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        bench_run(&lan, &serial, q)
+    };
+    println!(
+        "virtio-net, test guest ring-3 UDP loop, {BENCH_PAYLOAD}-byte payload ({}-byte frames), \
+         KVM; rvmm = rvmm --bridge br0, QEMU = -accel kvm virtio-net-pci + -netdev tap,vhost=off",
+        BENCH_PAYLOAD + 42
+    );
+    println!(
+        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>16}",
+        "direction",
+        "rvmm pps",
+        "rvmm Gb/s",
+        "QEMU pps",
+        "QEMU Gb/s",
+        "pps x",
+        "Gb/s x",
+        "lan got rvmm/QEMU"
+    );
+    let row = |name: &str, a: Rate, b: Rate, extra: String| {
+        println!(
+            "{name:<12} {:>10.0} {:>10.3} {:>10.0} {:>10.3} {:>8.2} {:>8.2} {extra:>16}",
+            a.pps,
+            a.gbps,
+            b.pps,
+            b.gbps,
+            a.pps / b.pps.max(1e-9),
+            a.gbps / b.gbps.max(1e-12)
+        );
+    };
+    row(
+        "guest->lan",
+        ours.0,
+        theirs.0,
+        format!("{}/{}", ours.2, theirs.2),
+    );
+    row(
+        "lan->guest",
+        ours.1,
+        theirs.1,
+        format!("sent {}/{}", ours.3, theirs.3),
+    );
+}
