@@ -308,6 +308,68 @@ fn bridge_tap_is_deleted_after_ctrl_c_sigterm_and_sigkill() {
 }
 
 #[test]
+fn bridge_tap_lives_across_guest_reboots_and_goes_on_reset_with_no_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    let lan = Lan::new("rnr");
+    let run = |serial: &Path, extra: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &lan.host])
+            .arg(rvmm_bin())
+            .arg("--kernel")
+            .arg(guest("reboot"))
+            .arg("--serial")
+            .arg(format!("file:{}", serial.display()))
+            .args(["--bridge", "br0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        Reap(c.spawn().unwrap())
+    };
+    let boots = |serial: &Path| {
+        std::fs::read_to_string(serial)
+            .unwrap_or_default()
+            .matches("reboot: boot")
+            .count()
+    };
+    // Restarting: every boot rebuilds the machine and its virtio-net, on the same tap.
+    let serial = dir.path().join("restart.txt");
+    let mut vm = run(&serial, &[]);
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while boots(&serial) < 3 {
+        assert!(vm.0.try_wait().unwrap().is_none(), "rvmm ended");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "guest did not reboot"
+        );
+        let ports = tap_ports(&lan.host);
+        if !ports.is_empty() && !seen.contains(&ports) {
+            seen.push(ports);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(seen.len(), 1, "one tap for all boots: {seen:?}");
+    assert_eq!(seen[0].len(), 1, "{seen:?}");
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(vm.0.id() as i32, libc::SIGTERM) }, 0);
+    let (status, err) = finish(&mut vm, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{err}");
+    assert_eq!(
+        link_mac(&lan.host, &seen[0][0]),
+        None,
+        "tap left after SIGTERM"
+    );
+
+    // --no-reboot: the guest's reset ends rvmm (status 0), and the tap with it.
+    let serial = dir.path().join("once.txt");
+    let mut vm = run(&serial, &["--no-reboot"]);
+    let (status, err) = finish(&mut vm, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(boots(&serial), 1);
+    assert!(tap_ports(&lan.host).is_empty(), "tap left after the reset");
+}
+
+#[test]
 fn bridge_without_cap_net_admin_fails_naming_the_fixes() {
     let dir = tempfile::tempdir().unwrap();
     let lan = Lan::new("rnc");
