@@ -1,12 +1,20 @@
 //! The i8042 PS/2 controller with a keyboard behind it and the CPU reset line.
 //!
-//! Ports: data at 0x60 (offset 0), status/command at 0x64 (offset 4). There is no mouse: aux
-//! commands are answered with "resend" so guests give up on it.
+//! Ports: data at 0x60 (offset 0), status/command at 0x64 (offset 4). The keyboard answers the
+//! usual commands (reset, identify, LEDs, typematic, scancode set, enable/disable) and sends
+//! set-1 bytes while the controller translates (the PC default), set 2 otherwise; a PS/2 mouse
+//! sits on the aux port (IRQ 12, standard 3-byte packets). VNC input arrives through
+//! [`I8042Input`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use std::sync::Mutex;
+
 use crate::bus::BusDevice;
+use crate::input::keymap::keysym_to_xt;
+use crate::input::mouse::RelativePointer;
+use crate::input::scancode::set1_bytes;
 use crate::irq::Interrupt;
 
 /// Base port (data register).
@@ -15,6 +23,8 @@ pub const I8042_BASE: u64 = 0x60;
 pub const I8042_PORTS: u64 = 5;
 /// Keyboard IRQ.
 pub const KBD_IRQ: u32 = 1;
+/// PS/2 mouse (aux port) IRQ.
+pub const AUX_IRQ: u32 = 12;
 
 const DATA: u64 = 0;
 const CMD: u64 = 4;
@@ -26,13 +36,14 @@ const SR_UNLOCKED: u8 = 0x10;
 const SR_AUX_DATA: u8 = 0x20;
 
 const CCB_KBD_INT: u8 = 0x01;
+const CCB_AUX_INT: u8 = 0x02;
 const CCB_SYS: u8 = 0x04;
 const CCB_KBD_DISABLED: u8 = 0x10;
 const CCB_AUX_DISABLED: u8 = 0x20;
 const CCB_TRANSLATE: u8 = 0x40;
 
-/// Most bytes queued toward the guest; older input is dropped past this.
-const QUEUE_MAX: usize = 64;
+/// Most bytes queued toward the guest; newer input is dropped past this.
+const QUEUE_MAX: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
@@ -42,7 +53,53 @@ enum Pending {
     WriteKbdOut,
     WriteAuxOut,
     WriteAux,
-    KbdArg,
+    KbdLeds,
+    KbdSet,
+    KbdTypematic,
+}
+
+/// Keyboard state the guest programs.
+#[derive(Debug, Clone, Copy)]
+struct Keyboard {
+    scanning: bool,
+    set: u8,
+    leds: u8,
+    typematic: u8,
+}
+
+impl Default for Keyboard {
+    fn default() -> Self {
+        Keyboard {
+            scanning: true,
+            set: 2,
+            leds: 0,
+            typematic: 0x2b,
+        }
+    }
+}
+
+/// PS/2 mouse state the guest programs.
+#[derive(Debug, Default)]
+struct Mouse {
+    reporting: bool,
+    remote: bool,
+    rate: u8,
+    resolution: u8,
+    scaling_2to1: bool,
+    buttons: u8,
+    pointer: RelativePointer,
+    /// A command (sample rate, resolution) waiting for its argument byte.
+    arg_for: Option<u8>,
+}
+
+impl Mouse {
+    fn reset(&mut self) {
+        *self = Mouse {
+            rate: 100,
+            resolution: 2,
+            ..Mouse::default()
+        };
+    }
 }
 
 /// The controller.
@@ -53,7 +110,10 @@ pub struct I8042 {
     pending: Pending,
     queue: VecDeque<(u8, bool)>,
     irq: Option<Arc<dyn Interrupt>>,
+    aux_irq: Option<Arc<dyn Interrupt>>,
     on_reset: Box<dyn FnMut() + Send>,
+    kbd: Keyboard,
+    mouse: Mouse,
 }
 
 impl I8042 {
@@ -67,7 +127,58 @@ impl I8042 {
             pending: Pending::None,
             queue: VecDeque::new(),
             irq,
+            aux_irq: None,
             on_reset,
+            kbd: Keyboard::default(),
+            mouse: Mouse {
+                rate: 100,
+                resolution: 2,
+                ..Mouse::default()
+            },
+        }
+    }
+
+    /// Raise `irq` (IRQ 12) for mouse data.
+    pub fn with_aux_irq(mut self, irq: Arc<dyn Interrupt>) -> Self {
+        self.aux_irq = Some(irq);
+        self
+    }
+
+    /// Keyboard LEDs the guest set (bit 0 scroll, 1 num, 2 caps lock).
+    pub fn leds(&self) -> u8 {
+        self.kbd.leds
+    }
+
+    /// A key with XT (set 1) code `xt` went down or up: queued as the guest expects it (set 1
+    /// through the controller's translation, set 2 without), unless scanning is off.
+    pub fn key(&mut self, xt: u16, down: bool) {
+        if !self.kbd.scanning {
+            return;
+        }
+        let bytes = if self.ccb & CCB_TRANSLATE != 0 {
+            set1_bytes(xt, down)
+        } else {
+            set2_bytes(xt, down)
+        };
+        self.push_scancodes(&bytes);
+    }
+
+    /// The absolute pointer moved to `(x, y)` with RFB `buttons`: relative packets for the
+    /// guest's PS/2 mouse while it has reporting on.
+    pub fn pointer(&mut self, x: u16, y: u16, buttons: u8) {
+        let packets = self.mouse.pointer.move_to(x, y, buttons);
+        self.mouse.buttons = buttons;
+        if !self.mouse.reporting || self.mouse.remote || self.ccb & CCB_AUX_DISABLED != 0 {
+            return;
+        }
+        for p in packets {
+            if self.queue.len() + 3 > QUEUE_MAX {
+                log::debug!("i8042: output queue full, dropping a mouse packet");
+                return;
+            }
+            for b in p {
+                self.push(b, true);
+            }
         }
     }
 
@@ -94,12 +205,17 @@ impl I8042 {
     }
 
     fn raise(&self, aux: bool) {
-        if aux || self.ccb & CCB_KBD_INT == 0 {
+        let (enabled, irq, n) = if aux {
+            (self.ccb & CCB_AUX_INT != 0, &self.aux_irq, AUX_IRQ)
+        } else {
+            (self.ccb & CCB_KBD_INT != 0, &self.irq, KBD_IRQ)
+        };
+        if !enabled {
             return;
         }
-        if let Some(irq) = &self.irq {
+        if let Some(irq) = irq {
             if let Err(e) = irq.trigger() {
-                log::warn!("i8042: cannot raise IRQ 1: {e}");
+                log::warn!("i8042: cannot raise IRQ {n}: {e}");
             }
         }
     }
@@ -168,18 +284,126 @@ impl I8042 {
             }
             Pending::WriteKbdOut => self.push(v, false),
             Pending::WriteAuxOut => self.push(v, true),
-            // No mouse: "resend".
-            Pending::WriteAux => self.push(0xfe, true),
-            Pending::KbdArg => self.push(0xfa, false),
+            // The argument of a mouse command comes with its own 0xD4 prefix.
+            Pending::WriteAux => match self.mouse.arg_for.take() {
+                Some(cmd) => {
+                    match cmd {
+                        0xf3 => self.mouse.rate = v,
+                        _ => self.mouse.resolution = v & 3,
+                    }
+                    self.push(0xfa, true);
+                }
+                None => self.aux_command(v),
+            },
+            Pending::KbdLeds => {
+                self.kbd.leds = v & 7;
+                self.push(0xfa, false);
+            }
+            Pending::KbdTypematic => {
+                self.kbd.typematic = v & 0x7f;
+                self.push(0xfa, false);
+            }
+            Pending::KbdSet => {
+                self.push(0xfa, false);
+                match v {
+                    0 => self.push(self.kbd.set, false),
+                    1..=3 => self.kbd.set = v,
+                    _ => {}
+                }
+            }
             Pending::None => self.keyboard_command(v),
+        }
+    }
+
+    fn aux_command(&mut self, v: u8) {
+        let ack = |d: &mut Self| d.push(0xfa, true);
+        match v {
+            0xff => {
+                self.mouse.reset();
+                ack(self);
+                self.push(0xaa, true);
+                self.push(0x00, true);
+            }
+            0xf6 => {
+                self.mouse.reset();
+                ack(self);
+            }
+            0xf5 => {
+                self.mouse.reporting = false;
+                ack(self);
+            }
+            0xf4 => {
+                self.mouse.reporting = true;
+                ack(self);
+            }
+            0xf3 | 0xe8 => {
+                ack(self);
+                self.mouse.arg_for = Some(v);
+            }
+            0xf2 => {
+                ack(self);
+                self.push(0x00, true);
+            }
+            0xf0 => {
+                self.mouse.remote = true;
+                ack(self);
+            }
+            0xea => {
+                self.mouse.remote = false;
+                ack(self);
+            }
+            0xeb => {
+                ack(self);
+                let b = crate::input::mouse::rfb_to_ps2_buttons(self.mouse.buttons);
+                for byte in crate::input::mouse::packet(0, 0, b) {
+                    self.push(byte, true);
+                }
+            }
+            0xe9 => {
+                ack(self);
+                let b = crate::input::mouse::rfb_to_ps2_buttons(self.mouse.buttons);
+                let status = (u8::from(self.mouse.remote) << 6)
+                    | (u8::from(self.mouse.reporting) << 5)
+                    | (u8::from(self.mouse.scaling_2to1) << 4)
+                    | ((b & 1) << 2)
+                    | ((b & 4) >> 1)
+                    | ((b & 2) >> 1);
+                self.push(status, true);
+                self.push(self.mouse.resolution, true);
+                self.push(self.mouse.rate, true);
+            }
+            0xe6 => {
+                self.mouse.scaling_2to1 = false;
+                ack(self);
+            }
+            0xe7 => {
+                self.mouse.scaling_2to1 = true;
+                ack(self);
+            }
+            _ => {
+                log::debug!("i8042: unknown mouse command {v:#x}");
+                self.push(0xfe, true);
+            }
         }
     }
 
     fn keyboard_command(&mut self, v: u8) {
         match v {
             0xff => {
+                self.kbd = Keyboard::default();
                 self.push(0xfa, false);
                 self.push(0xaa, false);
+            }
+            0xf4 => {
+                self.kbd.scanning = true;
+                self.push(0xfa, false);
+            }
+            0xf5 | 0xf6 => {
+                self.kbd = Keyboard {
+                    scanning: v == 0xf6,
+                    ..Keyboard::default()
+                };
+                self.push(0xfa, false);
             }
             0xf2 => {
                 self.push(0xfa, false);
@@ -187,11 +411,23 @@ impl I8042 {
                 self.push(0x83, false);
             }
             0xee => self.push(0xee, false),
-            0xed | 0xf0 | 0xf3 => {
+            0xed => {
                 self.push(0xfa, false);
-                self.pending = Pending::KbdArg;
+                self.pending = Pending::KbdLeds;
             }
-            _ => self.push(0xfa, false),
+            0xf0 => {
+                self.push(0xfa, false);
+                self.pending = Pending::KbdSet;
+            }
+            0xf3 => {
+                self.push(0xfa, false);
+                self.pending = Pending::KbdTypematic;
+            }
+            0xf7..=0xfd => self.push(0xfa, false),
+            _ => {
+                log::debug!("i8042: unknown keyboard command {v:#x}");
+                self.push(0xfe, false);
+            }
         }
     }
 }
@@ -230,6 +466,73 @@ impl BusDevice for I8042 {
                 self.command(v);
             }
             _ => {}
+        }
+    }
+}
+
+/// Set-2 make codes of XT codes 0x00–0x58 (IBM PC AT keyboard), for the untranslated mode.
+const SET2: [u8; 0x59] = [
+    0x00, 0x76, 0x16, 0x1e, 0x26, 0x25, 0x2e, 0x36, 0x3d, 0x3e, 0x46, 0x45, 0x4e, 0x55, 0x66, 0x0d,
+    0x15, 0x1d, 0x24, 0x2d, 0x2c, 0x35, 0x3c, 0x43, 0x44, 0x4d, 0x54, 0x5b, 0x5a, 0x14, 0x1c, 0x1b,
+    0x23, 0x2b, 0x34, 0x33, 0x3b, 0x42, 0x4b, 0x4c, 0x52, 0x0e, 0x12, 0x5d, 0x1a, 0x22, 0x21, 0x2a,
+    0x32, 0x31, 0x3a, 0x41, 0x49, 0x4a, 0x59, 0x7c, 0x11, 0x29, 0x58, 0x05, 0x06, 0x04, 0x0c, 0x03,
+    0x0b, 0x83, 0x0a, 0x01, 0x09, 0x77, 0x7e, 0x6c, 0x75, 0x7d, 0x7b, 0x6b, 0x73, 0x74, 0x79, 0x69,
+    0x72, 0x7a, 0x70, 0x71, 0x84, 0x00, 0x61, 0x78, 0x07,
+];
+
+/// The set-2 bytes for the key with XT code `xt` (empty when set 2 has no such key).
+pub fn set2_bytes(xt: u16, down: bool) -> Vec<u8> {
+    let ext = xt & 0xff00 == 0xe000;
+    let code = (xt & 0x7f) as u8;
+    let make = match (ext, code) {
+        (true, 0x5b) => 0x1f,
+        (true, 0x5c) => 0x27,
+        (true, 0x5d) => 0x2f,
+        (_, c) => SET2.get(usize::from(c)).copied().unwrap_or(0),
+    };
+    if make == 0 {
+        return Vec::new();
+    }
+    let mut v = Vec::with_capacity(3);
+    if ext {
+        v.push(0xe0);
+    }
+    if !down {
+        v.push(0xf0);
+    }
+    v.push(make);
+    v
+}
+
+/// VNC input for the i8042: keys by keysym (or raw XT code) and the pointer as PS/2 motion.
+pub struct I8042Input {
+    dev: Arc<Mutex<I8042>>,
+    tablet: Option<Arc<dyn vnc::InputSink>>,
+}
+
+impl I8042Input {
+    /// Input for `dev`; pointer events also go to `tablet` (an absolute device) when given.
+    pub fn new(dev: Arc<Mutex<I8042>>, tablet: Option<Arc<dyn vnc::InputSink>>) -> Self {
+        I8042Input { dev, tablet }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, I8042> {
+        self.dev.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl vnc::InputSink for I8042Input {
+    fn key(&self, down: bool, keysym: u32, xt: Option<u16>) {
+        match xt.or_else(|| keysym_to_xt(keysym).map(|m| m.xt)) {
+            Some(code) => self.lock().key(code, down),
+            None => log::debug!("i8042: no key for keysym {keysym:#x}"),
+        }
+    }
+
+    fn pointer(&self, x: u16, y: u16, buttons: u8, width: u16, height: u16) {
+        self.lock().pointer(x, y, buttons);
+        if let Some(t) = &self.tablet {
+            t.pointer(x, y, buttons, width, height);
         }
     }
 }
@@ -317,18 +620,135 @@ mod tests {
     }
 
     #[test]
-    fn aux_has_no_mouse_and_queue_is_bounded() {
+    fn unknown_aux_command_is_resent_and_queue_is_bounded() {
         let (mut d, _, _) = dev();
         d.write(CMD, &[0xd4]);
-        d.write(DATA, &[0xf4]);
+        d.write(DATA, &[0x12]);
         assert_ne!(rd(&mut d, CMD) & SR_AUX_DATA, 0);
         assert_eq!(rd(&mut d, DATA), 0xfe);
-        d.push_scancodes(&[0x1c; 200]);
+        d.push_scancodes(&[0x1c; 400]);
         let mut n = 0;
         while rd(&mut d, CMD) & SR_OBF != 0 {
             rd(&mut d, DATA);
             n += 1;
         }
         assert_eq!(n, QUEUE_MAX);
+    }
+
+    fn aux(d: &mut I8042, v: u8) {
+        d.write(CMD, &[0xd4]);
+        d.write(DATA, &[v]);
+    }
+
+    fn drain(d: &mut I8042) -> Vec<(u8, bool)> {
+        let mut v = Vec::new();
+        while rd(d, CMD) & SR_OBF != 0 {
+            let aux = rd(d, CMD) & SR_AUX_DATA != 0;
+            v.push((rd(d, DATA), aux));
+        }
+        v
+    }
+
+    #[test]
+    fn mouse_on_the_aux_port_reports_motion_on_irq_12() {
+        let (d, _, kirq) = dev();
+        let mirq = Arc::new(Count::default());
+        let mut d = d.with_aux_irq(mirq.clone());
+        // Reset: ACK, self-test passed, ID 0. No IRQ 12 until the guest enables it.
+        aux(&mut d, 0xff);
+        assert_eq!(drain(&mut d), [(0xfa, true), (0xaa, true), (0x00, true)]);
+        assert_eq!(mirq.0.load(Ordering::SeqCst), 0);
+        d.write(CMD, &[0x60]);
+        d.write(DATA, &[CCB_KBD_INT | CCB_AUX_INT | CCB_SYS | CCB_TRANSLATE]);
+        // Motion before reporting is on is not sent.
+        d.pointer(10, 10, 0);
+        assert!(drain(&mut d).is_empty());
+        aux(&mut d, 0xf3);
+        aux(&mut d, 40);
+        aux(&mut d, 0xf4);
+        assert_eq!(drain(&mut d), [(0xfa, true), (0xfa, true), (0xfa, true)]);
+        let before = mirq.0.load(Ordering::SeqCst);
+        d.pointer(15, 5, 1);
+        assert_eq!(
+            drain(&mut d),
+            [(0x09, true), (5, true), (5, true)],
+            "left button, +5 right, +5 up"
+        );
+        assert!(mirq.0.load(Ordering::SeqCst) > before);
+        assert_eq!(
+            kirq.0.load(Ordering::SeqCst),
+            0,
+            "mouse data never raises IRQ 1"
+        );
+        // Status request: stream mode, reporting on, left button, resolution 2, rate 40.
+        aux(&mut d, 0xe9);
+        assert_eq!(
+            drain(&mut d),
+            [(0xfa, true), (0x24, true), (2, true), (40, true)]
+        );
+        // Disabling the aux port stops packets.
+        d.write(CMD, &[0xa7]);
+        d.pointer(20, 20, 0);
+        assert!(drain(&mut d).is_empty());
+    }
+
+    #[test]
+    fn keys_follow_translation_scanning_and_led_commands() {
+        let (mut d, _, _) = dev();
+        d.key(0x1e, true);
+        d.key(0x1e, false);
+        d.key(0xe048, true);
+        assert_eq!(
+            drain(&mut d).into_iter().map(|b| b.0).collect::<Vec<_>>(),
+            [0x1e, 0x9e, 0xe0, 0x48]
+        );
+        // Translation off: set 2 (A = 1C, Up = E0 75, break with F0).
+        d.write(CMD, &[0x60]);
+        d.write(DATA, &[CCB_KBD_INT | CCB_SYS]);
+        d.key(0x1e, true);
+        d.key(0x1e, false);
+        d.key(0xe048, false);
+        assert_eq!(
+            drain(&mut d).into_iter().map(|b| b.0).collect::<Vec<_>>(),
+            [0x1c, 0xf0, 0x1c, 0xe0, 0xf0, 0x75]
+        );
+        // Scancode set query answers 2; LEDs and typematic take an argument.
+        d.write(DATA, &[0xf0]);
+        d.write(DATA, &[0x00]);
+        d.write(DATA, &[0xed]);
+        d.write(DATA, &[0x04]);
+        d.write(DATA, &[0xf3]);
+        d.write(DATA, &[0x20]);
+        assert_eq!(
+            drain(&mut d).into_iter().map(|b| b.0).collect::<Vec<_>>(),
+            [0xfa, 0xfa, 0x02, 0xfa, 0xfa, 0xfa, 0xfa]
+        );
+        assert_eq!(d.leds(), 4);
+        // Scanning off (F5): keys are dropped; F4 turns it back on.
+        d.write(DATA, &[0xf5]);
+        d.key(0x1e, true);
+        assert_eq!(drain(&mut d), [(0xfa, false)]);
+        d.write(DATA, &[0xf4]);
+        d.key(0x1e, true);
+        assert_eq!(drain(&mut d), [(0xfa, false), (0x1c, false)]);
+    }
+
+    #[test]
+    fn vnc_input_reaches_the_controller() {
+        use vnc::InputSink;
+        let (d, _, _) = dev();
+        let d = Arc::new(Mutex::new(d));
+        let input = I8042Input::new(d.clone(), None);
+        input.key(true, 0x61, None); // 'a'
+        input.key(false, 0, Some(0xe01d)); // right Ctrl up, raw XT
+        input.key(true, 0x1234_5678, None); // unknown: dropped
+        let mut dev = d.lock().unwrap();
+        assert_eq!(
+            drain(&mut dev).into_iter().map(|b| b.0).collect::<Vec<_>>(),
+            [0x1e, 0xe0, 0x9d]
+        );
+        assert_eq!(set2_bytes(0xe05b, true), [0xe0, 0x1f]);
+        assert_eq!(set2_bytes(0x58, false), [0xf0, 0x07]);
+        assert!(set2_bytes(0x7f, true).is_empty());
     }
 }

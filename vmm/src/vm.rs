@@ -107,11 +107,19 @@ pub struct Vm {
     pub serial: Arc<Mutex<devices::serial::Serial>>,
     /// The PCI root bus (devices are added with `PciRoot::add_device`).
     pub pci: Arc<Mutex<devices::pci::PciRoot>>,
+    /// The PS/2 controller (keyboard and mouse input goes here).
+    pub i8042: Arc<Mutex<devices::i8042::I8042>>,
     vcpus: Vec<VcpuFd>,
     events: EventSender,
     events_rx: mpsc::Receiver<VmEvent>,
     config: VmConfig,
 }
+
+/// The legacy devices other parts of rvmm talk to: COM1 and the PS/2 controller.
+type LegacyHandles = (
+    Arc<Mutex<devices::serial::Serial>>,
+    Arc<Mutex<devices::i8042::I8042>>,
+);
 
 fn shared<D: BusDevice + 'static>(d: D) -> Arc<Mutex<D>> {
     Arc::new(Mutex::new(d))
@@ -157,7 +165,7 @@ impl Vm {
 
         let (events, events_rx) = mpsc::channel();
         let buses = Arc::new(Buses::default());
-        let serial = Self::add_legacy_devices(cfg, &buses, &irq, &events, start, sink)?;
+        let (serial, i8042) = Self::add_legacy_devices(cfg, &buses, &irq, &events, start, sink)?;
 
         // PCI root complex: config space, MMIO windows, MCFG and the root bridge AML.
         let (pci, acpi_extras) = crate::pci::setup(&buses, arch::e820::ram_end(cfg.mem_size))?;
@@ -194,6 +202,7 @@ impl Vm {
             slots,
             serial,
             pci,
+            i8042,
             vcpus,
             events,
             events_rx,
@@ -208,7 +217,7 @@ impl Vm {
         events: &EventSender,
         start: Instant,
         sink: &SerialSink,
-    ) -> Result<Arc<Mutex<devices::serial::Serial>>> {
+    ) -> Result<LegacyHandles> {
         use devices::*;
         let mut pio = buses.pio.write().unwrap_or_else(|p| p.into_inner());
         let mut add = |dev: SharedDevice, base: u64, len: u64, what: &str| {
@@ -232,8 +241,10 @@ impl Vm {
             Box::new(move || {
                 let _ = ev.send(VmEvent::Reset);
             }),
-        );
-        add(shared(kbd), i8042::I8042_BASE, i8042::I8042_PORTS, "i8042")?;
+        )
+        .with_aux_irq(Arc::new(irq.irqfd(i8042::AUX_IRQ)?));
+        let kbd = shared(kbd);
+        add(kbd.clone(), i8042::I8042_BASE, i8042::I8042_PORTS, "i8042")?;
 
         let low = arch::e820::low_ram_end(cfg.mem_size);
         let high = cfg.mem_size - low;
@@ -273,7 +284,7 @@ impl Vm {
             1,
             "boot marker",
         )?;
-        Ok(serial)
+        Ok((serial, kbd))
     }
 
     /// Run until something ends the VM; returns that event. `signal` is polled for SIGINT /
