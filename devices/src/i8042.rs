@@ -507,12 +507,13 @@ pub fn set2_bytes(xt: u16, down: bool) -> Vec<u8> {
 /// VNC input for the i8042: keys by keysym (or raw XT code) and the pointer as PS/2 motion.
 pub struct I8042Input {
     dev: Arc<Mutex<I8042>>,
-    tablet: Option<Arc<dyn vnc::InputSink>>,
+    tablet: Option<crate::virtio::input::TabletInput>,
 }
 
 impl I8042Input {
-    /// Input for `dev`; pointer events also go to `tablet` (an absolute device) when given.
-    pub fn new(dev: Arc<Mutex<I8042>>, tablet: Option<Arc<dyn vnc::InputSink>>) -> Self {
+    /// Input for `dev`; pointer events go to `tablet` (absolute) instead of the PS/2 mouse
+    /// while a driver runs it.
+    pub fn new(dev: Arc<Mutex<I8042>>, tablet: Option<crate::virtio::input::TabletInput>) -> Self {
         I8042Input { dev, tablet }
     }
 
@@ -530,9 +531,9 @@ impl vnc::InputSink for I8042Input {
     }
 
     fn pointer(&self, x: u16, y: u16, buttons: u8, width: u16, height: u16) {
-        self.lock().pointer(x, y, buttons);
-        if let Some(t) = &self.tablet {
-            t.pointer(x, y, buttons, width, height);
+        match &self.tablet {
+            Some(t) if t.driver_active() => t.pointer(x, y, buttons, width, height),
+            _ => self.lock().pointer(x, y, buttons),
         }
     }
 }

@@ -311,7 +311,10 @@ impl Display {
         self.describe_to_kernel(vm, &vga, base)?;
         log::info!("VGA: PCI 00:{slot:02x}.0, VRAM at {base:#x}");
         lock(&self.screen).0 = Some(vga.display());
-        let input = ::devices::i8042::I8042Input::new(vm.i8042.clone(), None);
+        let tablet = ::devices::virtio::input::Tablet::new();
+        let tablet_input = tablet.input();
+        crate::devices::pci::add_virtio(vm, Box::new(tablet), "the virtio tablet")?;
+        let input = ::devices::i8042::I8042Input::new(vm.i8042.clone(), Some(tablet_input));
         self.input.set(Some(Arc::new(input)));
         Ok(Some(VmDisplay {
             screen: self.screen.clone(),

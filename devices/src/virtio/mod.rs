@@ -10,6 +10,7 @@
 //!   interrupt line.
 
 pub mod block;
+pub mod input;
 pub mod net;
 pub mod pci;
 pub mod scsi;

@@ -9,7 +9,7 @@ pub mod boot_order;
 pub mod cdrom;
 pub mod disk;
 pub mod net;
-mod pci;
+pub(crate) mod pci;
 
 use anyhow::Result;
 
