@@ -576,7 +576,8 @@ fn bench_run(lan: &Lan, serial: &Path, vm: Command) -> (Rate, Rate, u64, u64) {
 /// Benchmark: the test guest's ring-3 UDP loop guest→lan and lan→guest through `rvmm
 /// --bridge br0` (KVM) and through `qemu-system-x86_64 -accel kvm -netdev tap,vhost=off
 /// -device virtio-net-pci` on a tap of br0, one after the other in this run; prints both and
-/// the ratios. Not a test (no timed assertions):
+/// the ratios (best of `REPEAT`, default 3, alternating runs). Not a test (no timed
+/// assertions):
 ///
 /// ```text
 /// cargo build --release -p vmm --bin rvmm
@@ -591,7 +592,7 @@ fn bench_rvmm_net_vs_qemu_kvm_tap() {
          bench_rx_ms={}",
         BENCH_RX_SECONDS * 1000
     );
-    let ours = {
+    let run_ours = || {
         let lan = Lan::new("rnbr");
         let serial = dir.path().join("rvmm.txt");
         let prefix = ["ip", "netns", "exec", lan.host.as_str()];
@@ -601,7 +602,7 @@ fn bench_rvmm_net_vs_qemu_kvm_tap() {
             rvmm(&prefix, &serial, &args, &["--bridge", "br0"]),
         )
     };
-    let theirs = {
+    let run_theirs = || {
         let lan = Lan::new("rnbq");
         sh(&format!(
             "ip -n {h} tuntap add dev qtap0 mode tap && ip -n {h} link set qtap0 master br0 && \
@@ -634,9 +635,37 @@ fn bench_rvmm_net_vs_qemu_kvm_tap() {
             .stderr(Stdio::piped());
         bench_run(&lan, &serial, q)
     };
+    // The machine is shared: alternate the two REPEAT times (default 3) and keep each one's
+    // best run per direction.
+    let repeat: usize = std::env::var("REPEAT")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(3);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..repeat {
+        ours.push(run_ours());
+        theirs.push(run_theirs());
+    }
+    let best = |runs: &[(Rate, Rate, u64, u64)]| {
+        let pick = |f: fn(&(Rate, Rate, u64, u64)) -> Rate| {
+            runs.iter().map(f).fold(
+                Rate {
+                    pps: 0.0,
+                    gbps: 0.0,
+                },
+                |a, b| if b.pps > a.pps { b } else { a },
+            )
+        };
+        let lan_got = runs.iter().map(|r| r.2).min().unwrap_or(0);
+        let sent = runs.iter().map(|r| r.3).max().unwrap_or(0);
+        (pick(|r| r.0), pick(|r| r.1), lan_got, sent)
+    };
+    let (ours, theirs) = (best(&ours), best(&theirs));
     println!(
         "virtio-net, test guest ring-3 UDP loop, {BENCH_PAYLOAD}-byte payload ({}-byte frames), \
-         KVM; rvmm = rvmm --bridge br0, QEMU = -accel kvm virtio-net-pci + -netdev tap,vhost=off",
+         KVM, best of {repeat}; rvmm = rvmm --bridge br0, QEMU = -accel kvm virtio-net-pci + \
+         -netdev tap,vhost=off",
         BENCH_PAYLOAD + 42
     );
     println!(
@@ -648,7 +677,7 @@ fn bench_rvmm_net_vs_qemu_kvm_tap() {
         "QEMU Gb/s",
         "pps x",
         "Gb/s x",
-        "lan got rvmm/QEMU"
+        "lan got (min)"
     );
     let row = |name: &str, a: Rate, b: Rate, extra: String| {
         println!(
