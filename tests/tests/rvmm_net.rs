@@ -370,6 +370,52 @@ fn bridge_tap_lives_across_guest_reboots_and_goes_on_reset_with_no_reboot() {
 }
 
 #[test]
+fn two_bridge_nics_get_two_taps_with_distinct_derived_macs() {
+    let dir = tempfile::tempdir().unwrap();
+    let lan = Lan::new("rn2");
+    let serial = dir.path().join("serial.txt");
+    let prefix = ["ip", "netns", "exec", lan.host.as_str()];
+    let mut vm = Reap(
+        rvmm(
+            &prefix,
+            &serial,
+            "udp=1 pings=1000 serve_ms=60000",
+            &["--bridge", "br0", "--net", "bridge=br0"],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    wait_serial(
+        &serial,
+        "virtio-net: ready",
+        &mut vm,
+        Duration::from_secs(30),
+    );
+    let ports = tap_ports(&lan.host);
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    let macs: Vec<String> = ports
+        .iter()
+        .map(|p| link_mac(&lan.host, p).unwrap())
+        .collect();
+    assert_ne!(macs[0], macs[1]);
+    assert!(macs.iter().all(|m| m.starts_with("fe:54:00:")), "{macs:?}");
+    // The guest drives the first function it finds, the first NIC on the command line.
+    let guest = guest_mac(&std::fs::read_to_string(&serial).unwrap());
+    assert!(
+        macs.contains(&format!("fe{}", &guest[2..])),
+        "{guest} {macs:?}"
+    );
+    ping_guest(&lan, || {
+        std::fs::read_to_string(&serial).unwrap_or_default()
+    });
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(vm.0.id() as i32, libc::SIGTERM) }, 0);
+    let (status, err) = finish(&mut vm, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{err}");
+    assert!(tap_ports(&lan.host).is_empty());
+}
+
+#[test]
 fn bridge_without_cap_net_admin_fails_naming_the_fixes() {
     let dir = tempfile::tempdir().unwrap();
     let lan = Lan::new("rnc");
