@@ -114,6 +114,7 @@ pub struct I8042 {
     on_reset: Box<dyn FnMut() + Send>,
     kbd: Keyboard,
     mouse: Mouse,
+    on_leds: Option<Box<dyn Fn(u8) + Send>>,
 }
 
 impl I8042 {
@@ -135,7 +136,13 @@ impl I8042 {
                 resolution: 2,
                 ..Mouse::default()
             },
+            on_leds: None,
         }
+    }
+
+    /// Call `f` with the LED bits whenever the guest sets the keyboard LEDs.
+    pub fn set_led_hook(&mut self, f: Box<dyn Fn(u8) + Send>) {
+        self.on_leds = Some(f);
     }
 
     /// Raise `irq` (IRQ 12) for mouse data.
@@ -297,6 +304,9 @@ impl I8042 {
             },
             Pending::KbdLeds => {
                 self.kbd.leds = v & 7;
+                if let Some(f) = &self.on_leds {
+                    f(self.kbd.leds);
+                }
                 self.push(0xfa, false);
             }
             Pending::KbdTypematic => {
@@ -725,6 +735,19 @@ mod tests {
             [0xfa, 0xfa, 0x02, 0xfa, 0xfa, 0xfa, 0xfa]
         );
         assert_eq!(d.leds(), 4);
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s2 = seen.clone();
+        d.set_led_hook(Box::new(move |l| {
+            s2.store(usize::from(l) + 1, Ordering::SeqCst)
+        }));
+        d.write(DATA, &[0xed]);
+        d.write(DATA, &[0xff]);
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            8,
+            "caps|num|scroll, masked to 3 bits"
+        );
+        drain(&mut d);
         // Scanning off (F5): keys are dropped; F4 turns it back on.
         d.write(DATA, &[0xf5]);
         d.key(0x1e, true);

@@ -222,3 +222,82 @@ fn bad_display_options_are_refused_with_advice() {
         assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
     }
 }
+
+/// A minimal RFB 3.8 client (security None, Raw): takes one full frame, then asks for
+/// incremental updates every 100 ms for 1.5 s and prints the bytes the server sent meanwhile.
+const IDLE_CLIENT: &str = r#"
+import socket, struct, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+def rx(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            sys.exit("server closed the connection")
+        b += c
+    return b
+rx(12); s.sendall(b"RFB 003.008\n")
+types = rx(rx(1)[0]); assert 1 in types, types
+s.sendall(b"\x01"); assert struct.unpack(">I", rx(4))[0] == 0
+s.sendall(b"\x01")
+w, h = struct.unpack(">HH", rx(4)); rx(16); rx(struct.unpack(">I", rx(4))[0])
+s.sendall(struct.pack(">BBHi", 2, 0, 1, 0))
+s.sendall(struct.pack(">BBHHHH", 3, 0, 0, 0, w, h))
+got = 0
+while got < w * h:
+    assert rx(1)[0] == 0
+    rx(1)
+    for _ in range(struct.unpack(">H", rx(2))[0]):
+        x, y, rw, rh, enc = struct.unpack(">HHHHi", rx(12))
+        assert enc == 0, enc
+        rx(rw * rh * 4)
+        got += rw * rh
+print("full", w, h, flush=True)
+idle = 0
+s.settimeout(0.1)
+end = time.time() + 1.5
+while time.time() < end:
+    s.sendall(struct.pack(">BBHHHH", 3, 1, 0, 0, w, h))
+    try:
+        idle += len(s.recv(65536))
+    except socket.timeout:
+        pass
+print("idle_bytes", idle, flush=True)
+"#;
+
+#[test]
+fn an_idle_screen_sends_no_updates() {
+    let display = free_display();
+    let port = (5900 + display).to_string();
+    let result: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let r = result.clone();
+    let out = rvmm()
+        .kernel(guest("vgapaint"))
+        .args(["--vnc", &format!("127.0.0.1:{display}")])
+        .args(["--display-size", "320x240"])
+        .timeout(Duration::from_secs(60))
+        .stop_when(move |serial| {
+            if !serial.contains("vgapaint: painted") {
+                return serial.contains("RESULT:");
+            }
+            let o = Command::new("timeout")
+                .args(["30", "python3", "-c", IDLE_CLIENT, &port])
+                .output();
+            *r.lock().unwrap() = Some(match o {
+                Ok(o) => format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+                Err(e) => format!("cannot run python3: {e}"),
+            });
+            true
+        })
+        .run();
+    let text = result.lock().unwrap().take().unwrap_or_default();
+    assert!(text.contains("full 320 240"), "{text}\n{}", out.report());
+    assert!(
+        text.contains("idle_bytes 0\n"),
+        "an idle guest screen must cause no traffic: {text}"
+    );
+}

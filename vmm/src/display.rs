@@ -169,7 +169,7 @@ pub struct Display {
     screenshot: Option<PathBuf>,
     screen: Arc<Mutex<ScreenSlot>>,
     input: Arc<InputSlot>,
-    server: Option<VncServer>,
+    server: Option<Arc<VncServer>>,
 }
 
 /// The display devices of one VM build; dropping it detaches them from the VNC server.
@@ -229,7 +229,7 @@ impl Display {
                         eprintln!("rvmm: VNC WebSocket on {a}");
                     }
                 }
-                Some(s)
+                Some(Arc::new(s))
             }
             _ => None,
         };
@@ -250,7 +250,7 @@ impl Display {
 
     /// The running VNC server, if any.
     pub fn server(&self) -> Option<&VncServer> {
-        self.server.as_ref()
+        self.server.as_deref()
     }
 
     /// Put the std-VGA on `vm` and show it; `None` when there is no display.
@@ -316,6 +316,15 @@ impl Display {
         crate::devices::pci::add_virtio(vm, Box::new(tablet), "the virtio tablet")?;
         let input = ::devices::i8042::I8042Input::new(vm.i8042.clone(), Some(tablet_input));
         self.input.set(Some(Arc::new(input)));
+        if let Some(server) = &self.server {
+            // Clients that speak QEMU LED State follow the guest's keyboard LEDs.
+            let server = Arc::downgrade(server);
+            lock(&vm.i8042).set_led_hook(Box::new(move |leds| {
+                if let Some(s) = server.upgrade() {
+                    s.set_leds(leds);
+                }
+            }));
+        }
         Ok(Some(VmDisplay {
             screen: self.screen.clone(),
             input: self.input.clone(),
