@@ -29,10 +29,11 @@ use crate::exit::{Outcome, VmEvent};
 /// process start, for boot-marker timing.
 pub fn run(cli: &cli::Cli, start: Instant) -> Result<u8> {
     let mut cfg = VmConfig::from_cli(cli)?;
+    // NIC taps live as long as rvmm; dropping them on return deletes --bridge taps. First, so
+    // that --net-fd numbers cannot name files rvmm opened itself.
+    let nics = crate::devices::net::Nics::open(cli, &cfg)?;
     // Disks and the CD are opened (and locked) once, for every reboot of this VM.
     let storage = crate::devices::prepare(cli, &mut cfg)?;
-    // NIC taps likewise live as long as rvmm; dropping them on return deletes --bridge taps.
-    let nics = crate::devices::net::Nics::open(cli, &cfg)?;
     let display = crate::display::Display::start(cli)?;
     let sink = vm::SerialSink::open(&cfg.serial)?;
     let signal = Arc::new(AtomicUsize::new(0));

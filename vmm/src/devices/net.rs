@@ -7,6 +7,7 @@
 //! reset, SIGINT/SIGTERM/SIGHUP, errors) removes them; after SIGKILL the kernel deletes them as
 //! their last fd closes, since they are not persistent.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -124,6 +125,30 @@ pub fn configs(cli: &Cli) -> Result<Vec<NetConfig>> {
         .collect())
 }
 
+/// Refuse `--net-fd` numbers that are not open or are given twice, before anything takes
+/// ownership of them: closing a descriptor twice (or one that was never open) would abort rvmm.
+pub fn check_inherited_fds(configs: &[NetConfig]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for c in configs {
+        let NetBackendConfig::Fd(fds) = &c.backend else {
+            continue;
+        };
+        for &fd in fds {
+            if !seen.insert(fd) {
+                bail!("--net-fd {fd} is given twice: each tap fd serves one queue of one NIC");
+            }
+            // SAFETY: F_GETFD only queries the descriptor table; no memory is passed.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                bail!(
+                    "--net-fd {fd}: rvmm has no open file descriptor {fd}; start rvmm with the \
+                     tap fd inherited under that number (as libvirt does), or use --tap NAME"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The name default MACs are derived from: the first disk, else the CD, else the kernel (as an
 /// absolute path where it exists), so a VM keeps its MACs across runs.
 pub fn vm_identity(cli: &Cli, cfg: &VmConfig) -> String {
@@ -168,8 +193,10 @@ impl Nics {
     /// Open the host side of every NIC `cli` names (see [`configs`]).
     pub fn open(cli: &Cli, cfg: &VmConfig) -> Result<Nics> {
         let identity = vm_identity(cli, cfg);
+        let configs = configs(cli)?;
+        check_inherited_fds(&configs)?;
         let mut nics = Vec::new();
-        for (index, nc) in configs(cli)?.into_iter().enumerate() {
+        for (index, nc) in configs.into_iter().enumerate() {
             let flag = describe(&nc);
             let mac = nc.guest_mac(&identity, index as u32);
             // NetError's message names its cause and the fix; chaining would repeat it.
@@ -300,6 +327,21 @@ mod tests {
             v.extend(bad.iter());
             assert!(Cli::try_parse_from(&v).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn closed_or_repeated_net_fds_are_refused_before_use() {
+        let check = |a: &[&str]| check_inherited_fds(&configs(&cli(a)).unwrap());
+        let e = check(&["--net-fd", "1000"]).unwrap_err().to_string();
+        assert!(e.contains("no open file descriptor 1000"), "{e}");
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f).to_string();
+        assert!(check(&["--net-fd", &fd]).is_ok());
+        let e = check(&["--net-fd", &fd, "--net", &format!("fd={fd}")]).unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        let e = check(&["--net-fd", &format!("{fd}:{fd}")]).unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        assert!(check(&["--bridge", "br0", "--tap", "t0"]).is_ok());
     }
 
     #[test]
