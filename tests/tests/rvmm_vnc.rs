@@ -119,6 +119,11 @@ fn vnc_client_sees_the_pattern_the_guest_paints() {
     assert_eq!(out.field("vgapaint: si ", "height"), Some("600"));
     let (w, h, rgb) = png_rgb(&png);
     assert_eq!((w, h), (800, 600), "{}", out.report());
+    assert_pattern(w, h, &rgb);
+}
+
+/// The vgapaint pattern: red = x, green = y (low bytes), blue 0x40 left and 0xc0 right.
+fn assert_pattern(w: u32, h: u32, rgb: &[u8]) {
     let mut bad = 0;
     for y in 0..h {
         for x in 0..w {
@@ -300,4 +305,31 @@ fn an_idle_screen_sends_no_updates() {
         text.contains("idle_bytes 0\n"),
         "an idle guest screen must cause no traffic: {text}"
     );
+}
+
+#[test]
+fn vram_follows_bar0_when_the_guest_moves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("moved.png");
+    let (out, res) = capture(
+        &["--display-size", "640x480"],
+        "console=ttyS0 move=0xd0000000",
+        "vgapaint: painted",
+        &png,
+    );
+    res.unwrap_or_else(|e| panic!("{e}\n{}", out.report()));
+    assert_eq!(
+        out.line("vgapaint: moved "),
+        Some("bar0=0xd0000000"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        !out.stderr.contains("cannot move VRAM"),
+        "the KVM slot moved with the BAR\n{}",
+        out.report()
+    );
+    let (w, h, rgb) = png_rgb(&png);
+    assert_eq!((w, h), (640, 480));
+    assert_pattern(w, h, &rgb);
 }

@@ -276,8 +276,9 @@ impl Display {
         let hook = Box::new(move |addr: Option<u64>| {
             // Without decoding the slot stays where it was: nothing else lives there.
             if let Some(a) = addr {
-                if let Err(e) = slots.move_region(&mut lock(&r), a) {
-                    log::warn!("VGA: cannot move VRAM to {a:#x}: {e:#}");
+                match slots.move_region(&mut lock(&r), a) {
+                    Ok(()) => log::debug!("VGA: VRAM slot now at {a:#x}"),
+                    Err(e) => log::warn!("VGA: cannot move VRAM to {a:#x}: {e:#}"),
                 }
             }
         });

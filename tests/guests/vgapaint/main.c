@@ -2,7 +2,8 @@
  * (VIDEO_TYPE_VLFB) describes its BAR0, paints a known pattern into the linear framebuffer and
  * waits, so the test can look at the screen through VNC. With `text=1` on the command line it
  * instead leaves the graphics mode (DISPI disabled) and writes a line into the 80x25 text buffer
- * at 0xB8000.
+ * at 0xB8000. With `move=ADDR` it first moves BAR0 to ADDR (decoding off while it does) and
+ * paints there.
  *
  * Pattern at (x, y): red = x & 0xff, green = y & 0xff, blue = 0x40 in the left half and 0xc0 in the
  * right half (XRGB8888). */
@@ -78,7 +79,15 @@ int guest_main(void)
 		finish();
 	check(dw == w && dh == h && dbpp == 32, "DISPI mode differs from screen_info");
 
-	char arg[8];
+	char arg[24];
+	if (cmdline_get(boot_info.cmdline, "move", arg, sizeof(arg))) {
+		u64 to = parse_u64(arg);
+		pci_cfg_write32(0, slot, 0, 4, cmd & ~2u);
+		pci_cfg_write32(0, slot, 0, 0x10, (u32)to);
+		pci_cfg_write32(0, slot, 0, 4, cmd);
+		base = pci_cfg_read32(0, slot, 0, 0x10) & ~0xfull;
+		printf("vgapaint: moved bar0=%#lx\n", base);
+	}
 	if (cmdline_get(boot_info.cmdline, "text", arg, sizeof(arg))) {
 		paint_text();
 	} else {
