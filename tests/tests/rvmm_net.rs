@@ -454,6 +454,27 @@ fn bridge_without_cap_net_admin_fails_naming_the_fixes() {
 }
 
 #[test]
+fn bridge_tap_goes_when_the_vm_cannot_be_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let lan = Lan::new("rne");
+    let serial = dir.path().join("serial.txt");
+    let prefix = ["ip", "netns", "exec", lan.host.as_str()];
+    // The tap is made before the VM; a missing KVM device then fails the build.
+    let mut c = rvmm(&prefix, &serial, "", &["--bridge", "br0", "-v"]);
+    c.args(["--kvm-device", "/nonexistent/kvm"]);
+    let mut vm = Reap(c.spawn().unwrap());
+    let (status, err) = finish(&mut vm, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/kvm does not exist"), "{err}");
+    assert!(
+        err.contains("attached to bridge br0"),
+        "no tap was made: {err}"
+    );
+    assert!(err.contains("removed from bridge br0"), "{err}");
+    assert!(tap_ports(&lan.host).is_empty());
+}
+
+#[test]
 fn tap_with_mac_reaches_the_guest_and_the_users_tap_stays() {
     let dir = tempfile::tempdir().unwrap();
     let lan = Lan::new("rnt");
