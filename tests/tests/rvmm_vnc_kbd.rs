@@ -1,4 +1,5 @@
-//! VNC key presses (vncdotool) reach a guest's i8042 keyboard as set-1 scancodes on IRQ 1.
+//! VNC key presses and pointer moves (vncdotool) reach a guest's i8042: set-1 scancodes on
+//! IRQ 1 and relative PS/2 mouse packets on IRQ 12.
 
 use std::net::TcpListener;
 use std::process::Command;
@@ -35,7 +36,12 @@ fn vncdotool_key_presses_arrive_as_scancodes() {
                 let server = server.clone();
                 *v2.lock().unwrap() = Some(std::thread::spawn(move || {
                     match Command::new("timeout")
-                        .args(["30", "vncdo", "-s", &server, "type", "ab", "key", "enter"])
+                        .args([
+                            "30", "vncdo", "-s", &server, "move", "100", "100", "pause", "0.2",
+                        ])
+                        .args([
+                            "move", "110", "95", "pause", "0.2", "type", "ab", "key", "enter",
+                        ])
                         .output()
                     {
                         Ok(o) if o.status.success() => String::new(),
@@ -63,6 +69,27 @@ fn vncdotool_key_presses_arrive_as_scancodes() {
     assert_eq!(
         codes,
         ["0x1e", "0x9e", "0x30", "0xb0", "0x1c", "0x9c"],
+        "{}",
+        out.report()
+    );
+    // The pointer went 10 right and 5 up (PS/2 y grows upwards), no button held.
+    let (mut dx, mut dy, mut n) = (0, 0, 0);
+    for l in out.lines().filter(|l| l.starts_with("kbd: mouse ")) {
+        let f = |k: &str| {
+            l.split(' ')
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse::<i32>().ok())
+                .unwrap()
+        };
+        assert_eq!((f("buttons="), f("sync=")), (0, 1), "{l}");
+        dx += f("dx=");
+        dy += f("dy=");
+        n += 1;
+    }
+    assert!(n >= 1, "no mouse packet\n{}", out.report());
+    assert_eq!((dx, dy), (10, 5), "{}", out.report());
+    assert!(
+        out.field_u64("kbd: irqs=", "mouse_irqs") > Some(0),
         "{}",
         out.report()
     );

@@ -1,23 +1,39 @@
-/* i8042 keyboard test guest: programs the controller (translation on, keyboard interrupt on),
- * enables the keyboard, then prints every scancode byte the keyboard interrupt (IRQ 1, through
- * the IOAPIC pin the MADT gives) delivers, until Enter is released (set-1 0x9c) or 30 s pass. */
+/* i8042 keyboard and mouse test guest: programs the controller (translation on, keyboard and aux
+ * interrupts on), enables the keyboard and the PS/2 mouse's data reporting, then prints every
+ * scancode byte IRQ 1 delivers and every 3-byte mouse packet IRQ 12 delivers (both through the
+ * IOAPIC pins the MADT gives), until Enter is released (set-1 0x9c) or 30 s pass. */
 #include "rvmm.h"
 
 #define BUF 256
 static volatile u8 buf[BUF];
-static volatile u32 head, irqs;
+static volatile u8 mbuf[BUF];
+static volatile u32 head, irqs, mhead, mirqs;
+
+static void drain(void)
+{
+	while (inb(0x64) & 1) {
+		u8 st = inb(0x64);
+		u8 b = inb(0x60);
+		if (st & 0x20)
+			mbuf[mhead++ % BUF] = b;
+		else
+			buf[head++ % BUF] = b;
+	}
+	lapic_eoi();
+}
 
 static void on_kbd(struct irq_frame *f)
 {
 	(void)f;
 	irqs++;
-	while (inb(0x64) & 1) {
-		u8 st = inb(0x64);
-		u8 b = inb(0x60);
-		if (!(st & 0x20))
-			buf[head++ % BUF] = b;
-	}
-	lapic_eoi();
+	drain();
+}
+
+static void on_mouse(struct irq_frame *f)
+{
+	(void)f;
+	mirqs++;
+	drain();
 }
 
 static int wait_byte(void)
@@ -50,11 +66,19 @@ int guest_main(void)
 	ctrl_cmd(0xaa);
 	int st = wait_byte();
 	check(st == 0x55, "controller self-test gave %#x", st);
+	ctrl_cmd(0xa8); /* aux port on */
 	ctrl_cmd(0x60);
-	kbd_write(0x65); /* kbd interrupt, system flag, aux disabled, translation */
+	kbd_write(0x47); /* kbd and aux interrupts, system flag, translation */
 	ctrl_cmd(0x20);
 	int ccb = wait_byte();
-	check(ccb == 0x65, "command byte reads %#x", ccb);
+	check(ccb == 0x47, "command byte reads %#x", ccb);
+	ctrl_cmd(0xd4);
+	kbd_write(0xf2); /* mouse: identify */
+	int m1 = wait_byte(), m2 = wait_byte();
+	ctrl_cmd(0xd4);
+	kbd_write(0xf4); /* mouse: enable data reporting */
+	int m3 = wait_byte();
+	check(m1 == 0xfa && m2 == 0x00 && m3 == 0xfa, "mouse answers %#x %#x %#x", m1, m2, m3);
 	kbd_write(0xed); /* LEDs: num lock */
 	int a1 = wait_byte();
 	kbd_write(0x02);
@@ -68,11 +92,14 @@ int guest_main(void)
 		finish();
 	u32 gsi = m.isa_gsi[1];
 	lapic_enable();
+	u32 mgsi = m.isa_gsi[12];
 	set_irq_handler(0x52, on_kbd);
+	set_irq_handler(0x53, on_mouse);
 	ioapic_route(m.ioapic_addr, gsi - m.ioapic_gsi_base, 0x52, lapic_id(), m.isa_flags[1]);
+	ioapic_route(m.ioapic_addr, mgsi - m.ioapic_gsi_base, 0x53, lapic_id(), m.isa_flags[12]);
 	irq_enable();
-	printf("kbd: ready gsi=%u\n", gsi);
-	u32 tail = 0;
+	printf("kbd: ready gsi=%u mouse_gsi=%u\n", gsi, mgsi);
+	u32 tail = 0, mtail = 0;
 	int done = 0;
 	u64 end = tsc_deadline_ms(30000);
 	while (!done && rdtsc() < end) {
@@ -82,10 +109,15 @@ int guest_main(void)
 			if (b == 0x9c)
 				done = 1;
 		}
+		while (mhead - mtail >= 3) {
+			u8 b0 = mbuf[mtail++ % BUF], b1 = mbuf[mtail++ % BUF], b2 = mbuf[mtail++ % BUF];
+			int dx = (b0 & 0x10) ? (int)b1 - 256 : b1, dy = (b0 & 0x20) ? (int)b2 - 256 : b2;
+			printf("kbd: mouse buttons=%u dx=%d dy=%d sync=%u\n", b0 & 7, dx, dy, (b0 >> 3) & 1);
+		}
 		cpu_relax();
 	}
 	irq_disable();
-	printf("kbd: irqs=%u done=%d\n", irqs, done);
+	printf("kbd: irqs=%u mouse_irqs=%u done=%d\n", irqs, mirqs, done);
 	check(done, "no Enter release within 30 s");
 	check(irqs > 0, "no keyboard interrupt");
 	finish();
