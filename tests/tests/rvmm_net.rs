@@ -125,6 +125,18 @@ fn finish(vm: &mut Reap, limit: Duration) -> (ExitStatus, String) {
     (status, err)
 }
 
+/// Thread names of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|t| t.ok())
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The guest MAC the test guest printed (`mac=…`).
 fn guest_mac(console: &str) -> String {
     console
@@ -228,6 +240,9 @@ fn bridge_guest_answers_ping_sends_udp_and_its_tap_goes_with_rvmm() {
         format!("fe{}", &mac[2..])
     );
     assert_eq!(link_mac(&lan.host, "br0").unwrap(), bridge_mac);
+    // Frames move on the device's own worker thread, not on the vCPU's.
+    let threads = thread_names(vm.0.id());
+    assert!(threads.iter().any(|t| t == "rvmm-net"), "{threads:?}");
 
     ping_guest(&lan, console);
     let (status, err) = finish(&mut vm, Duration::from_secs(30));
