@@ -333,3 +333,22 @@ fn vram_follows_bar0_when_the_guest_moves_it() {
     assert_eq!((w, h), (640, 480));
     assert_pattern(w, h, &rgb);
 }
+
+#[test]
+fn the_vnc_server_and_display_survive_guest_reboots() {
+    let display = free_display();
+    let out = rvmm()
+        .kernel(guest("reboot"))
+        .args(["--vnc", &format!("127.0.0.1:{display}")])
+        .timeout(Duration::from_secs(60))
+        .stop_when(|s| s.matches("reboot: boot").count() >= 3)
+        .run();
+    assert!(out.stopped, "{}", out.report());
+    assert_eq!(
+        out.stderr.matches("VNC server on").count(),
+        1,
+        "one server for every VM build\n{}",
+        out.report()
+    );
+    assert!(!out.stderr.contains("error"), "{}", out.report());
+}
