@@ -75,7 +75,13 @@ static void w16(u32 o, u16 v) { mmio_write16(common + o, v); }
 static void w32(u32 o, u32 v) { mmio_write32(common + o, v); }
 static void w64(u32 o, u64 v) { w32(o, (u32)v); w32(o + 4, (u32)(v >> 32)); }
 
-static void kick(struct vq *q) { mmio_write16(notify + (u64)q->notify_off * notify_mult, q->index); }
+/* Notify the device unless it asked not to be (VRING_USED_F_NO_NOTIFY; §2.7.7). */
+static void kick(struct vq *q)
+{
+	__sync_synchronize();
+	if (!(*(volatile u16 *)&q->u.flags & 1))
+		mmio_write16(notify + (u64)q->notify_off * notify_mult, q->index);
+}
 
 static int setup_queue(struct vq *q, u16 index)
 {

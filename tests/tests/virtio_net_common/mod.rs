@@ -66,9 +66,15 @@ impl Drop for Lan {
 
 /// QEMU TCG in namespace `ns` booting the virtio-net guest with `cmdline`, serial to `serial`.
 pub fn qemu_cmd(ns: &str, serial: &Path, cmdline: &str) -> Command {
+    qemu_cmd_accel(ns, serial, cmdline, &["-accel", "tcg"])
+}
+
+/// As [`qemu_cmd`] with the accelerator arguments `accel` (e.g. `-accel kvm -cpu host`).
+pub fn qemu_cmd_accel(ns: &str, serial: &Path, cmdline: &str, accel: &[&str]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, "qemu-system-x86_64"])
-        .args(["-accel", "tcg", "-M", "pc", "-m", "512", "-nodefaults"])
+        .args(accel)
+        .args(["-M", "pc", "-m", "512", "-nodefaults"])
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
         .arg("-serial")
