@@ -98,11 +98,10 @@ pub struct Cli {
     pub append: Option<String>,
 
     /// Serve the screen over VNC: HOST[:DISPLAY] listens on port 5900+DISPLAY (0.0.0.0 is
-    /// display :0); none = no server. Adds a std-VGA display.
-    #[arg(
-        long,
-        value_name = "HOST[:DISPLAY][,password-file=PATH][,websocket=PORT]|none"
-    )]
+    /// display :0); none = no server. Options: password-file=PATH (VNC authentication),
+    /// websocket=PORT (noVNC), lossy=on (Tight JPEG), tls-cert=PEM,tls-key=PEM (VeNCrypt).
+    /// Adds a std-VGA display, a virtio tablet and routes keys/pointer to the guest.
+    #[arg(long, value_name = "HOST[:DISPLAY][,OPTION=VALUE...]|none")]
     pub vnc: Option<String>,
 
     /// Display device: vga (Bochs std-VGA on PCI) or none. Default: vga with --vnc or

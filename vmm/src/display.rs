@@ -195,9 +195,8 @@ impl Display {
     /// (printing where it listens on stderr).
     pub fn start(cli: &Cli) -> Result<Self> {
         let vnc = match &cli.vnc {
-            Some(s) => s
-                .parse::<VncConfig>()
-                .with_context(|| format!("invalid --vnc {s:?}"))?,
+            // The parse error already names the option and the accepted syntax.
+            Some(s) => s.parse::<VncConfig>()?,
             None => VncConfig::Disabled,
         };
         let size = match &cli.display_size {
