@@ -13,3 +13,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # Integration tests run the rvmm/rvmm-img binaries: build them first.
 cargo build --workspace --bins
 cargo test --workspace -- --test-threads=2
+# Opt-in, for hosts with hardware virtualization: a stock Debian kernel booted by rvmm itself
+# (it cannot boot under the nested, software-assisted KVM of the CI machine).
+if [ "${RVMM_REAL_LINUX:-0}" = 1 ]; then
+  cargo test -p rvmm-tests --test real_linux -- --ignored --test-threads=1
+fi
