@@ -221,6 +221,10 @@ fn bad_display_options_are_refused_with_advice() {
             vec!["--vnc", "127.0.0.1:0", "--display", "none"],
             "--display",
         ),
+        (
+            vec!["--screenshot-on-exit", "/tmp/x.png", "--display", "none"],
+            "--screenshot-on-exit needs a display",
+        ),
     ] {
         let out = rvmm().kernel(guest("vgapaint")).args(&args).run();
         assert_eq!(out.status, Some(1), "{args:?}\n{}", out.report());

@@ -212,6 +212,9 @@ impl Display {
         if !enabled && matches!(vnc, VncConfig::Listen(_)) {
             bail!("--vnc needs a display device: drop --display none");
         }
+        if !enabled && cli.screenshot_on_exit.is_some() {
+            bail!("--screenshot-on-exit needs a display device: drop --display none");
+        }
         let screen = Arc::new(Mutex::new(ScreenSlot::default()));
         let input = Arc::new(InputSlot::default());
         let server = match &vnc {
