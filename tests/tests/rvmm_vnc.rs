@@ -356,3 +356,21 @@ fn the_vnc_server_and_display_survive_guest_reboots() {
     );
     assert!(!out.stderr.contains("error"), "{}", out.report());
 }
+
+#[test]
+fn bar0_moved_over_ram_is_refused_and_the_vm_runs_on() {
+    let out = rvmm()
+        .kernel(guest("vgapaint"))
+        .args(["--display-size", "640x480", "--display", "vga"])
+        .cmdline("console=ttyS0 move=0x1000000")
+        .timeout(Duration::from_secs(60))
+        .stop_when(|s| s.contains("vgapaint: painted") || s.contains("RESULT:"))
+        .run();
+    assert!(out.stopped, "{}", out.report());
+    assert!(out.serial.contains("vgapaint: painted"), "{}", out.report());
+    assert!(
+        out.stderr.contains("over RAM; VRAM stays put"),
+        "{}",
+        out.report()
+    );
+}

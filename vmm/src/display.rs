@@ -109,6 +109,15 @@ fn open_legacy_hole(vm: &Vm) -> Result<()> {
     set(spare, hole_end, low.len() - hole_end, host + hole_end)
 }
 
+/// Whether `[addr, addr + len)` overlaps guest RAM.
+fn overlaps_ram(mem: &::devices::GuestMemoryMmap, addr: u64, len: u64) -> bool {
+    let end = addr.saturating_add(len);
+    mem.iter().any(|r| {
+        let (s, e) = (r.start_addr().0, r.start_addr().0.saturating_add(r.len()));
+        addr < e && s < end
+    })
+}
+
 /// The screen the VNC server serves: the current VM's VGA, or black between VMs.
 #[derive(Default)]
 struct ScreenSlot(Option<VgaDisplay>);
@@ -274,10 +283,15 @@ impl Display {
             Box::new(dirty),
         )));
         let region = Arc::new(Mutex::new(region));
-        let (slots, r) = (vm.slots.clone(), region.clone());
+        let (slots, r, ram) = (vm.slots.clone(), region.clone(), vm.memory.clone());
         let hook = Box::new(move |addr: Option<u64>| {
             // Without decoding the slot stays where it was: nothing else lives there.
             if let Some(a) = addr {
+                // KVM refuses overlapping slots, and a failed move would leave VRAM unmapped.
+                if overlaps_ram(&ram, a, VRAM_SIZE as u64) {
+                    log::warn!("VGA: guest put BAR0 at {a:#x}, over RAM; VRAM stays put");
+                    return;
+                }
                 match slots.move_region(&mut lock(&r), a) {
                     Ok(()) => log::debug!("VGA: VRAM slot now at {a:#x}"),
                     Err(e) => log::warn!("VGA: cannot move VRAM to {a:#x}: {e:#}"),
@@ -446,6 +460,16 @@ mod tests {
             u32::from_le_bytes(hi[0x18..0x1c].try_into().unwrap()),
             0xc000_0000
         );
+    }
+
+    #[test]
+    fn bar_addresses_over_ram_are_detected() {
+        let mem = crate::memory::create_guest_memory(64 << 20, false).unwrap();
+        assert!(overlaps_ram(&mem, 0x10_0000, 4096));
+        assert!(overlaps_ram(&mem, (64 << 20) - 1, 16 << 20));
+        assert!(!overlaps_ram(&mem, 64 << 20, 16 << 20));
+        assert!(!overlaps_ram(&mem, 0xc000_0000, 16 << 20));
+        assert!(!overlaps_ram(&mem, u64::MAX - 10, 100), "no overflow");
     }
 
     #[test]
