@@ -1,6 +1,6 @@
 //! The block backend interface every disk format implements.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 
 /// Errors of block I/O and image handling.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,27 @@ pub trait BlockBackend: Send + Sync {
             offset: Some(offset),
             compressed: false,
         })
+    }
+    /// Fill `bufs` in order from the disk starting at `offset` (one scatter read; the whole
+    /// range must lie inside the disk). The default reads each buffer in turn; backends that
+    /// can hand the list to the host (`preadv`) override it to avoid a bounce copy.
+    fn read_vectored_at(&self, offset: u64, bufs: &mut [IoSliceMut<'_>]) -> BlockResult<()> {
+        let mut off = offset;
+        for b in bufs.iter_mut() {
+            self.read_at(off, b)?;
+            off += b.len() as u64;
+        }
+        Ok(())
+    }
+    /// Write `bufs` in order to the disk starting at `offset` (one gather write; the whole
+    /// range must lie inside the disk). The default writes each buffer in turn.
+    fn write_vectored_at(&self, offset: u64, bufs: &[IoSlice<'_>]) -> BlockResult<()> {
+        let mut off = offset;
+        for b in bufs {
+            self.write_at(off, b)?;
+            off += b.len() as u64;
+        }
+        Ok(())
     }
 }
 
