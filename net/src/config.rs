@@ -76,6 +76,23 @@ impl NetConfig {
                 tap
             }
             NetBackendConfig::Fd(fds) => {
+                // Owning a descriptor that is closed, or owning one twice, would make the
+                // process abort when the second owner closes it: refuse both up front.
+                for (i, &fd) in fds.iter().enumerate() {
+                    if fds[..i].contains(&fd) {
+                        return Err(NetError::BadConfig(
+                            format!("fd={fd}"),
+                            "the same descriptor is named twice".into(),
+                        ));
+                    }
+                    // SAFETY: F_GETFD only reads the descriptor table entry; no memory involved.
+                    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                        return Err(NetError::BadConfig(
+                            format!("fd={fd}"),
+                            "no such open file descriptor (pass it from the parent process)".into(),
+                        ));
+                    }
+                }
                 let owned = fds
                     .iter()
                     .map(|&fd| {
@@ -174,6 +191,18 @@ mod tests {
 
         let c = NetConfig::from_flag("net", "none").unwrap();
         assert_eq!(c.backend, NetBackendConfig::None);
+    }
+
+    #[test]
+    fn closed_or_repeated_fds_are_refused_before_being_owned() {
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        let closed = NetConfig::from_flag("net-fd", "999999").unwrap();
+        assert!(matches!(closed.open(mac), Err(NetError::BadConfig(..))));
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::unix::io::AsRawFd::as_raw_fd(&file);
+        let twice = NetConfig::from_flag("net-fd", &format!("{fd}:{fd}")).unwrap();
+        assert!(matches!(twice.open(mac), Err(NetError::BadConfig(..))));
+        drop(file); // still ours: nothing took ownership of it
     }
 
     #[test]
