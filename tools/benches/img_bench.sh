@@ -6,7 +6,7 @@
 # Env:   COUNT (4K requests per case, default 200000), SIZE (image size, default 1G)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target-qcow}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build -q --release -p tools --bin rvmm-img 2>/dev/null || cargo build --release -p tools --bin rvmm-img
 OURS=$CARGO_TARGET_DIR/release/rvmm-img
 W=${1:-$(mktemp -d)}
