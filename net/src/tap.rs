@@ -149,6 +149,21 @@ impl AsRawFd for TapQueue {
     }
 }
 
+/// Mark `fd` close-on-exec. Our own opens already are, but `--net-fd` descriptors come from
+/// the parent without it; any child rvmm spawned would then keep the tap alive after rvmm.
+fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; F_GETFD/F_SETFD take integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL take integer arguments.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -237,6 +252,7 @@ impl Tap {
         };
         q.set_vnet_hdr_len(VNET_HDR_LEN).map_err(err)?;
         set_nonblocking(q.as_raw_fd()).map_err(err)?;
+        set_cloexec(q.as_raw_fd()).map_err(err)?;
         Ok(Arc::new(q))
     }
 

@@ -44,6 +44,18 @@ fn link_exists(name: &str) -> bool {
         .success()
 }
 
+/// Poll until link `name` disappears; false if it is still there after `limit`.
+fn gone_within(name: &str, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while link_exists(name) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
 /// br0 with MTU 9000 and a veth `uplink0` (standing in for bond0) as its first port.
 fn make_bridge() {
     sh(
@@ -78,7 +90,12 @@ fn bridge_port_is_attached_configured_and_removed_on_drop() {
         assert!(!link.contains("persist on"), "{link}");
         assert_eq!(mac_of("br0"), br_mac, "bridge MAC changed by the tap");
         drop(tap);
-        assert!(!link_exists(&name), "{name} still exists after drop");
+        // Other test threads spawn commands: a child between fork and exec holds a copy of the
+        // (O_CLOEXEC) tap fd until its exec, so the kernel may delete the tap a moment later.
+        assert!(
+            gone_within(&name, std::time::Duration::from_secs(10)),
+            "{name} still exists 10 s after drop"
+        );
     });
 }
 
@@ -172,6 +189,13 @@ fn pre_opened_fd_is_adopted() {
         let adopted = cfg.open(MacAddr::for_guest("t", 0)).unwrap().unwrap();
         assert_eq!(adopted.name(), tap.name());
         assert_eq!(adopted.queues().len(), 1);
+        // dup() gave a descriptor without FD_CLOEXEC; adopting it must set the flag.
+        // SAFETY: F_GETFD on a descriptor `adopted` holds.
+        let fd_flags = unsafe { libc::fcntl(adopted.queues()[0].as_raw_fd(), libc::F_GETFD) };
+        assert!(
+            fd_flags >= 0 && fd_flags & libc::FD_CLOEXEC != 0,
+            "{fd_flags}"
+        );
     });
 }
 
