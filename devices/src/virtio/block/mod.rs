@@ -2,15 +2,19 @@
 //!
 //! [`request::BlockQueueHandler`] is the queue handler shared with `rvmm-vhost blk`;
 //! [`Block`] is the in-VMM [`VirtioDevice`] that runs one worker thread per queue, woken by the
-//! queue's notification eventfd, so vCPU threads never wait for disk I/O.
+//! queue's notification eventfd, so vCPU threads never wait for disk I/O. After serving requests
+//! a worker briefly polls the avail ring before it sleeps again.
 
 pub mod disk;
 pub mod request;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use vm_memory::GuestAddressSpace;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemory};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -171,6 +175,26 @@ impl Drop for Block {
 const KICK: u64 = 1;
 const STOP: u64 = 2;
 
+/// How long a worker watches the avail ring after serving requests before it sleeps: a driver
+/// that waits for each completion (queue depth 1) posts its next request within microseconds,
+/// and catching it here saves a thread wake-up, the largest host cost of a 4 KiB request
+/// (QEMU's IOThreads poll for up to 32 µs by default for the same reason).
+const POLL: Duration = Duration::from_micros(50);
+
+/// Whether the driver made a new request available within [`POLL`].
+fn poll_avail<M: GuestMemory>(mem: &M, queue: &Queue) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < POLL {
+        match queue.avail_idx(mem, Ordering::Acquire) {
+            Ok(i) if i.0 != queue.next_avail() => return true,
+            Ok(_) => std::hint::spin_loop(),
+            // A broken ring is reported when the worker serves the next kick.
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 fn run_worker(
     mut handler: BlockQueueHandler,
     mem: GuestMemoryAtomic,
@@ -207,6 +231,9 @@ fn run_worker(
                 if let Err(e) = interrupt.trigger(VirtioInterruptType::Queue(q.index)) {
                     log::error!("virtio-blk: queue {} interrupt: {e}", q.index);
                 }
+            }
+            if poll_avail(&*m, &q.queue) {
+                continue;
             }
         }
         let n = match epoll.wait(-1, &mut events) {
