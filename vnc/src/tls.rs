@@ -37,12 +37,16 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, 
     .map_err(|e| cfg_err(key, e))?
     .ok_or_else(|| cfg_err(key, "no PEM private key found"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| cfg_err(cert, e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| cfg_err(cert, e))?;
+    // No TLS 1.3 session tickets: VNC clients never resume, and when a ticket and the first
+    // RFB bytes (SecurityResult) reach TigerVNC (GnuTLS) in one read, it handles the ticket,
+    // keeps the RFB record buffered and waits for the socket forever.
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
