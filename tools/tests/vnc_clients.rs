@@ -318,11 +318,23 @@ fn find_pattern_near(png: &Path, tol: u8) -> Option<(u32, u32)> {
     }
 }
 
-/// A child process killed on drop (viewers, Xvfb, HTTP server).
+/// A child process stopped on drop (viewers, Xvfb, HTTP server): SIGTERM first, so Xvfb
+/// removes its lock file and socket, then SIGKILL if it is still there after 5 s.
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill() on our own unreaped child's pid; it cannot be reused before wait.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -342,8 +354,9 @@ fn vnc_tigervnc_renders_every_encoding() {
     }
     let demo = Demo::start("", &["--size", "320x240", "--still"]);
     let (_xvfb, xdisplay) = start_xvfb();
-    let (_d, png) = tmp("tiger.png");
+    let (d, png) = tmp("tiger.png");
     for encoding in ["Tight", "ZRLE", "Hextile"] {
+        let log = d.0.join(format!("viewer-{encoding}.log"));
         let _viewer = Proc(
             Command::new("xtigervncviewer")
                 .env("DISPLAY", &xdisplay)
@@ -357,7 +370,7 @@ fn vnc_tigervnc_renders_every_encoding() {
                     &demo.server(),
                 ])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log_file(&log))
                 .spawn()
                 .expect("start xtigervncviewer"),
         );
@@ -367,6 +380,7 @@ fn vnc_tigervnc_renders_every_encoding() {
             &png,
             &format!("TigerVNC with {encoding}"),
             &[0..45, 95..240],
+            Some(&log),
         );
     }
 }
@@ -434,7 +448,7 @@ fn novnc(lossy: bool) {
             .expect("start chromium"),
     );
     if !lossy {
-        let (ox, oy) = wait_for_pattern(&xdisplay, &png, "noVNC", &[0..120, 120..240]);
+        let (ox, oy) = wait_for_pattern(&xdisplay, &png, "noVNC", &[0..120, 120..240], None);
         assert_eq!(
             mismatches(&png, 320, 240, 0..240, ox, oy),
             0,
@@ -483,19 +497,38 @@ fn novnc(lossy: bool) {
     }
 }
 
-/// A private Xvfb server; returns it and its DISPLAY value.
+/// A private Xvfb server; returns it and its DISPLAY value. Xvfb picks a free display itself
+/// (`-displayfd`) and names it only once it accepts clients: a fixed sleep was too short
+/// under load, and a number chosen here could be held by another Xvfb (or by a stale lock
+/// whose pid was reused), so the viewer then never (or not for long) had a display.
 fn start_xvfb() -> (Proc, String) {
-    let xdisplay = format!(":{}", free_display());
-    let p = Proc(
+    let (_d, log) = tmp("xvfb.log");
+    let mut p = Proc(
         Command::new("Xvfb")
-            .args([&xdisplay, "-screen", "0", "1024x768x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1024x768x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(log_file(&log))
             .spawn()
             .expect("start Xvfb"),
     );
-    std::thread::sleep(Duration::from_millis(700));
-    (p, xdisplay)
+    // The pipe stays open in `p` (Xvfb writes nothing else to it).
+    let mut line = String::new();
+    let _ = BufReader::new(p.0.stdout.as_mut().unwrap()).read_line(&mut line);
+    let n: u32 = line.trim().parse().unwrap_or_else(|_| {
+        panic!(
+            "Xvfb did not report a display: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    (p, format!(":{n}"))
 }
 
 /// Grab the X screen until the demo pattern shows up, with no pixel wrong; returns its origin.
@@ -504,6 +537,7 @@ fn wait_for_pattern(
     png: &Path,
     what: &str,
     bands: &[std::ops::Range<u32>],
+    client_log: Option<&Path>,
 ) -> (u32, u32) {
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut last = None;
@@ -529,7 +563,21 @@ fn wait_for_pattern(
             last = Some(bad);
         }
     }
-    panic!("{what}: pattern never appeared exactly (last mismatch count {last:?})");
+    let log = client_log
+        .map(|p| std::fs::read_to_string(p).unwrap_or_else(|e| format!("({}: {e})", p.display())))
+        .unwrap_or_default();
+    let kept = std::env::temp_dir().join(format!("rvmm-vnc-failed-{}.png", std::process::id()));
+    let _ = std::fs::copy(png, &kept);
+    panic!(
+        "{what}: pattern never appeared exactly (last mismatch count {last:?}); last screen \
+         grab kept in {}; client stderr:\n{log}",
+        kept.display()
+    );
+}
+
+/// A file for a client's stderr, shown when the test fails.
+fn log_file(path: &Path) -> std::fs::File {
+    std::fs::File::create(path).expect("create client log")
 }
 
 /// Prints, for each of the first `n` text cells, its 16 glyph rows as hex bytes (a pixel is
@@ -669,6 +717,7 @@ fn vnc_tigervnc_over_vencrypt_tls() {
     }
     let (d, png) = tmp("tls.png");
     let (ca, cert, key) = test_pki(&d.0).expect("openssl made the test certificates");
+    let log = d.0.join("viewer.log");
     let extra = format!(",tls-cert={},tls-key={}", cert.display(), key.display());
     let demo = Demo::start(&extra, &["--size", "320x240", "--still"]);
     let (_xvfb, xdisplay) = start_xvfb();
@@ -679,9 +728,15 @@ fn vnc_tigervnc_over_vencrypt_tls() {
             .arg(&ca)
             .arg(demo.server())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(&log))
             .spawn()
             .expect("start xtigervncviewer"),
     );
-    wait_for_pattern(&xdisplay, &png, "TigerVNC over TLS", &[0..45, 95..240]);
+    wait_for_pattern(
+        &xdisplay,
+        &png,
+        "TigerVNC over TLS",
+        &[0..45, 95..240],
+        Some(&log),
+    );
 }
