@@ -1,6 +1,7 @@
 //! `--disk` options, opening the image behind them, and image locking.
 
 use std::fs::{File, OpenOptions};
+use std::io::{IoSlice, IoSliceMut};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -323,6 +324,17 @@ impl BlockBackend for ProbedRaw {
             }
         }
         self.0.write_at(offset, buf)
+    }
+    fn read_vectored_at(&self, offset: u64, bufs: &mut [IoSliceMut<'_>]) -> qcow::BlockResult<()> {
+        self.0.read_vectored_at(offset, bufs)
+    }
+    fn write_vectored_at(&self, offset: u64, bufs: &[IoSlice<'_>]) -> qcow::BlockResult<()> {
+        if offset < 4 {
+            // Check the magic on the joined data, so a refused write changes nothing.
+            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            return self.write_at(offset, &joined);
+        }
+        self.0.write_vectored_at(offset, bufs)
     }
     fn flush(&self) -> qcow::BlockResult<()> {
         self.0.flush()

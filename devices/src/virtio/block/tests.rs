@@ -621,6 +621,29 @@ fn probed_raw_disk_cannot_become_qcow2() {
     probed.backend.write_at(0, b"QF").unwrap();
     assert!(probed.backend.write_at(2, b"I\xfb").is_err());
     probed.backend.write_at(0, b"hello").unwrap();
+    // A gather write assembling the magic from two buffers is refused whole.
+    let parts = [
+        std::io::IoSlice::new(b"QF"),
+        std::io::IoSlice::new(b"I\xfb"),
+    ];
+    assert!(probed.backend.write_vectored_at(0, &parts).is_err());
+    let mut head = [0u8; 5];
+    probed.backend.read_at(0, &mut head).unwrap();
+    assert_eq!(&head, b"hello");
+    // Gather writes and scatter reads elsewhere pass through.
+    probed.backend.write_vectored_at(512, &parts).unwrap();
+    let (mut a, mut b) = ([0u8; 1], [0u8; 3]);
+    probed
+        .backend
+        .read_vectored_at(
+            512,
+            &mut [
+                std::io::IoSliceMut::new(&mut a),
+                std::io::IoSliceMut::new(&mut b),
+            ],
+        )
+        .unwrap();
+    assert_eq!((&a, &b), (b"Q", b"FI\xfb"));
     drop(probed);
     let explicit: DiskConfig = format!("{p},format=raw").parse().unwrap();
     explicit
