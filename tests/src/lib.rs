@@ -364,6 +364,23 @@ impl Vm {
         self
     }
 
+    /// The program's arguments as run: the caller's, plus `--serial` for rvmm.
+    fn command_args(&self) -> Vec<OsString> {
+        let mut args = self.args.clone();
+        // QEMU uses the first accelerator that works: a caller's own `-accel kvm` after the
+        // default `-accel tcg` would silently run under TCG, so the caller's choice replaces it.
+        if self.qemu
+            && args.first().is_some_and(|a| a == "-accel")
+            && args.iter().skip(2).any(|a| a == "-accel")
+        {
+            args.drain(..2);
+        }
+        if let Some(spec) = &self.serial {
+            args.extend(["--serial".into(), spec.into()]);
+        }
+        args
+    }
+
     /// Run to completion, timeout or stop condition; never hangs. Panics only when the program
     /// cannot be started.
     pub fn run(self) -> Outcome {
@@ -373,10 +390,7 @@ impl Vm {
             .iter()
             .filter(|a| matches!(a.1, Action::Send(_)))
             .count();
-        let mut args = self.args.clone();
-        if let Some(spec) = &self.serial {
-            args.extend(["--serial".into(), spec.into()]);
-        }
+        let args = self.command_args();
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(&self.program)
             .args(&args)
@@ -579,6 +593,16 @@ mod tests {
             .signal_when("ready", libc::SIGTERM)
             .run();
         assert_eq!(out.status, Some(7), "{}", out.report());
+    }
+
+    #[test]
+    fn a_callers_accelerator_replaces_qemus_default_tcg() {
+        let default = qemu().command_args();
+        assert_eq!(&default[..2], &["-accel", "tcg"]);
+        let kvm = qemu().args(["-accel", "kvm"]).command_args();
+        assert_eq!(kvm.iter().filter(|a| *a == "-accel").count(), 1);
+        assert!(!kvm.iter().any(|a| a == "tcg"));
+        assert_eq!(&kvm[kvm.len() - 2..], &["-accel", "kvm"]);
     }
 
     #[test]
