@@ -6,7 +6,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -536,6 +536,43 @@ pub fn have_qemu() -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok()
+}
+
+/// Run `qemu-img` (the image oracle) with `args`; panics with its output unless it succeeds.
+/// Returns its stdout.
+pub fn qemu_img(args: &[&str]) -> String {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("run qemu-img");
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kills the child on drop, so a failed assertion leaves nothing running.
+pub struct Reap(pub Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A VNC display number whose port (5900 + N) is free now, N >= 50.
+pub fn free_display() -> u16 {
+    for _ in 0..200 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().unwrap().port();
+        if port >= 5950 {
+            return port - 5900;
+        }
+    }
+    panic!("no free TCP port above 5950");
 }
 
 #[cfg(test)]

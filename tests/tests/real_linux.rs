@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rvmm_tests::rvmm;
+use rvmm_tests::{qemu_img, rvmm};
 
 /// The repository root.
 fn repo() -> PathBuf {
@@ -40,19 +40,6 @@ fn assets(script: &str, initrd: &Path) -> PathBuf {
         .find_map(|l| l.strip_prefix("KERNEL="))
         .expect("assets.sh prints KERNEL=");
     PathBuf::from(kernel)
-}
-
-fn qemu_img(args: &[&str]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("run qemu-img");
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Debian's virtio_blk driver formats and fills a qcow2 disk through rvmm on 2 vCPUs; the host

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use iso::fixtures::{self, Fixture};
-use rvmm_tests::{fnv1a32, guest, qemu, rvmm, Outcome};
+use rvmm_tests::{fnv1a32, guest, qemu, qemu_img, rvmm, Outcome};
 
 /// The initrd packed on every ISO (a multiple of 4 bytes, so rvmm's copy is exactly this).
 fn initrd() -> Vec<u8> {
@@ -23,15 +23,9 @@ fn kernel() -> Vec<u8> {
 }
 
 fn qcow2(dir: &Path, name: &str) -> String {
-    let p = dir.join(name);
-    let st = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&p)
-        .arg("1G")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    p.to_str().unwrap().to_string()
+    let p = dir.join(name).to_str().unwrap().to_string();
+    qemu_img(&["create", "-q", "-f", "qcow2", &p, "1G"]);
+    p
 }
 
 /// Check the guest saw `cmdline`, our initrd and the CD of `fx`.

@@ -5,122 +5,23 @@
 //! bad options, and the boot order refusing to "boot" a disk without firmware.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rvmm_tests::{guest, rvmm, rvmm_bin};
+use rvmm_tests::{guest, qemu_img, rvmm, rvmm_bin, Reap};
 
-const SECTORS: u64 = 131_072; // 64 MiB
-const SITES: u64 = 16;
-
-/// Byte `j` of the 4 KiB the guest writes at sector `s` (the guest's formula).
-fn pattern_byte(s: u64, j: u64) -> u8 {
-    (s.wrapping_mul(131) + j * 7 + 0x5a + (j >> 9)) as u8
-}
-
-/// The raw image the guest must leave behind: its pattern at each site and the last
-/// sectors, site 2 zeroed by WRITE_ZEROES, the discarded range never written.
-fn expected_image(path: &Path) {
-    let mut img = vec![0u8; (SECTORS * 512) as usize];
-    let stride = ((SECTORS - 8) / SITES) & !7;
-    let mut put = |s: u64| {
-        for j in 0..4096u64 {
-            img[(s * 512 + j) as usize] = pattern_byte(s, j);
-        }
-    };
-    for i in 0..SITES {
-        put(i * stride);
-    }
-    put(SECTORS - 8);
-    let z = (2 * stride * 512) as usize;
-    img[z..z + 4096].fill(0);
-    std::fs::write(path, img).unwrap();
-}
-
-fn qemu_img(args: &[&str]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("run qemu-img");
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn run_guest_on(format: &str, opts: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join(format!("disk.{format}"));
-    let disk_s = disk.to_str().unwrap();
-    qemu_img(&["create", "-q", "-f", format, disk_s, "64M"]);
-    let out = rvmm()
-        .kernel(guest("virtio-blk"))
-        .cmdline(&format!("console=ttyS0 blk_writes={SITES}"))
-        .arg("--disk")
-        .arg(format!("{disk_s}{opts},serial=guest-sn-7,discard=unmap"))
-        .run();
-    out.assert_pass();
-    assert_eq!(
-        out.field_u64("virtio-blk: ", "capacity"),
-        Some(SECTORS),
-        "{}",
-        out.report()
-    );
-    assert_eq!(
-        out.field("virtio-blk: ", "serial"),
-        Some("guest-sn-7"),
-        "{}",
-        out.report()
-    );
-    for (k, v) in [("writes", SITES), ("reads", SITES)] {
-        assert_eq!(
-            out.field_u64("virtio-blk: ", k),
-            Some(v),
-            "{k}\n{}",
-            out.report()
-        );
-    }
-    for l in [
-        "virtio-blk: indirect=ok",
-        "virtio-blk: write_zeroes=ok",
-        "virtio-blk: discard=ok",
-    ] {
-        assert!(
-            out.lines().any(|x| x == l),
-            "missing {l:?}\n{}",
-            out.report()
-        );
-    }
-    let want = dir.path().join("expected.raw");
-    expected_image(&want);
-    qemu_img(&[
-        "compare",
-        "-q",
-        "-f",
-        "raw",
-        "-F",
-        format,
-        want.to_str().unwrap(),
-        disk_s,
-    ]);
-    if format == "qcow2" {
-        qemu_img(&["check", "-q", disk_s]);
-    }
-}
+mod virtio_blk_common;
+use virtio_blk_common::run_on_rvmm;
 
 #[test]
 fn virtio_blk_guest_on_rvmm_raw() {
-    run_guest_on("raw", ",format=raw");
+    run_on_rvmm("raw", ",format=raw");
 }
 
 #[test]
 fn virtio_blk_guest_on_rvmm_qcow2() {
     // Format detected from the qcow2 magic.
-    run_guest_on("qcow2", "");
+    run_on_rvmm("qcow2", "");
 }
 
 #[test]
@@ -145,15 +46,6 @@ fn virtio_blk_guest_on_rvmm_qcow2_cache_none_two_vcpus() {
         out.report()
     );
     qemu_img(&["check", "-q", disk_s]);
-}
-
-/// Kills the child on drop so a failed assertion leaves no VM behind.
-struct Reap(Child);
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

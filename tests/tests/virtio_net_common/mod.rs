@@ -4,19 +4,12 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rvmm_tests::{bin_dir, guest};
 
-/// Kills the child on drop, so a failed assertion leaves nothing running.
-pub struct Reap(pub Child);
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use rvmm_tests::Reap;
 
 /// The namespaces of one test; deleted, with all interfaces in them, on drop.
 pub struct Lan {
