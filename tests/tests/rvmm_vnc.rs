@@ -1,25 +1,12 @@
 //! `rvmm --vnc`: the std-VGA a directly booted guest paints, seen by a real VNC client
 //! (vncdotool), the `--screenshot-on-exit` PNG, and the option errors.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rvmm_tests::{guest, rvmm};
-
-/// A VNC display number whose port (5900 + N) is free now, N ≥ 50.
-fn free_display() -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let port = l.local_addr().unwrap().port();
-        if port >= 5950 {
-            return port - 5900;
-        }
-    }
-    panic!("no free TCP port above 5950");
-}
+use rvmm_tests::{free_display, guest, rvmm};
 
 /// Decode a PNG with Pillow (installed with vncdotool): (width, height, RGB bytes).
 fn png_rgb(path: &Path) -> (u32, u32, Vec<u8>) {

@@ -1,66 +1,19 @@
 //! VNC key presses and pointer moves (vncdotool) reach a guest's i8042: set-1 scancodes on
 //! IRQ 1 and relative PS/2 mouse packets on IRQ 12.
 
-use std::net::TcpListener;
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use rvmm_tests::{guest, rvmm};
-
-fn free_display() -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let port = l.local_addr().unwrap().port();
-        if port >= 5950 {
-            return port - 5900;
-        }
-    }
-    panic!("no free TCP port above 5950");
-}
+mod vnc_input_common;
+use vnc_input_common::run_with_vncdo;
 
 #[test]
 fn vncdotool_key_presses_arrive_as_scancodes() {
-    let display = free_display();
-    let server = format!("127.0.0.1::{}", 5900 + display);
-    let sent = Arc::new(AtomicBool::new(false));
-    let vncdo: Arc<Mutex<Option<std::thread::JoinHandle<String>>>> = Arc::new(Mutex::new(None));
-    let (s2, v2) = (sent.clone(), vncdo.clone());
-    let out = rvmm()
-        .kernel(guest("kbd"))
-        .args(["--vnc", &format!("127.0.0.1:{display}")])
-        .timeout(Duration::from_secs(60))
-        .stop_when(move |serial| {
-            if serial.contains("kbd: ready") && !s2.swap(true, Ordering::SeqCst) {
-                let server = server.clone();
-                *v2.lock().unwrap() = Some(std::thread::spawn(move || {
-                    match Command::new("timeout")
-                        .args([
-                            "30", "vncdo", "-s", &server, "move", "100", "100", "pause", "0.2",
-                        ])
-                        .args([
-                            "move", "110", "95", "pause", "0.2", "type", "ab", "key", "enter",
-                        ])
-                        .output()
-                    {
-                        Ok(o) if o.status.success() => String::new(),
-                        Ok(o) => format!("vncdo failed: {}", String::from_utf8_lossy(&o.stderr)),
-                        Err(e) => format!("cannot run vncdo: {e}"),
-                    }
-                }));
-            }
-            false
-        })
-        .run();
-    let err = vncdo
-        .lock()
-        .unwrap()
-        .take()
-        .map(|h| h.join().unwrap())
-        .unwrap_or_else(|| "the guest never got ready".into());
-    assert!(err.is_empty(), "{err}\n{}", out.report());
-    out.assert_pass();
+    let out = run_with_vncdo(
+        "kbd",
+        "kbd: ready",
+        &[
+            "move", "100", "100", "pause", "0.2", "move", "110", "95", "pause", "0.2", "type",
+            "ab", "key", "enter",
+        ],
+    );
     let codes: Vec<&str> = out
         .lines()
         .filter_map(|l| l.strip_prefix("kbd: scancode="))
