@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemory};
@@ -18,6 +17,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt, VirtioInterruptType};
+use crate::virtio::activation::{read_config_bytes, require_version_1, WorkerThread};
 use crate::GuestMemoryAtomic;
 
 /// virtio device ID of input devices.
@@ -221,7 +221,7 @@ pub struct Tablet {
     acked: u64,
     select: u8,
     subsel: u8,
-    worker: Option<(EventFd, JoinHandle<()>)>,
+    worker: Option<WorkerThread>,
 }
 
 impl Default for Tablet {
@@ -284,9 +284,8 @@ impl Tablet {
     }
 
     fn stop_worker(&mut self) {
-        if let Some((stop, h)) = self.worker.take() {
-            let _ = stop.write(1);
-            let _ = h.join();
+        if let Some(w) = self.worker.take() {
+            w.stop("virtio-input");
         }
         lock(&self.state).active = None;
     }
@@ -323,13 +322,7 @@ impl VirtioDevice for Tablet {
         cfg[2] = payload.len().min(128) as u8;
         let n = payload.len().min(128);
         cfg[8..8 + n].copy_from_slice(&payload[..n]);
-        for (i, d) in data.iter_mut().enumerate() {
-            *d = usize::try_from(offset)
-                .ok()
-                .and_then(|o| cfg.get(o + i))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&cfg, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -348,11 +341,7 @@ impl VirtioDevice for Tablet {
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
-        if self.acked & F_VERSION_1 == 0 {
-            return Err(ActivateError::BadConfig(
-                "virtio-input: the driver did not accept VIRTIO_F_VERSION_1".into(),
-            ));
-        }
+        require_version_1(self.acked, "virtio-input")?;
         self.stop_worker();
         let (mut eventq, mut statusq) = (None, None);
         for q in queues {
@@ -396,10 +385,9 @@ impl VirtioDevice for Tablet {
             statusq: statusq.map(|s| s.queue),
         });
         let state = self.state.clone();
-        let handle = std::thread::Builder::new()
-            .name("virtio-input".into())
-            .spawn(move || worker(&epoll, &kicks, &state))?;
-        self.worker = Some((stop, handle));
+        self.worker = Some(WorkerThread::spawn("virtio-input", stop, move || {
+            worker(&epoll, &kicks, &state)
+        })?);
         Ok(())
     }
 

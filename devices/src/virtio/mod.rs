@@ -9,6 +9,7 @@
 //!   activates, handing it guest memory, the queues with their notification eventfds, and an
 //!   interrupt line.
 
+mod activation;
 pub mod block;
 pub mod input;
 pub mod net;

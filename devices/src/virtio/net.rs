@@ -8,7 +8,6 @@ mod rxtx;
 mod worker;
 
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use log::{info, warn};
 use net::{MacAddr, Tap, TapQueue};
@@ -20,6 +19,7 @@ pub use rxtx::{NetCounters, NetQueuePair, RxOutcome, MAX_FRAME};
 
 use self::features::*;
 use self::worker::{PairQueues, Worker};
+use crate::virtio::activation::{read_config_bytes, require_version_1, WorkerThread};
 use crate::virtio::{ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt};
 use crate::GuestMemoryAtomic;
 
@@ -74,7 +74,7 @@ pub struct Net {
     tap_queues: Vec<Arc<TapQueue>>,
     control: Arc<Mutex<NetControl>>,
     counters: Arc<NetCounters>,
-    worker: Option<(EventFd, JoinHandle<()>)>,
+    worker: Option<WorkerThread>,
 }
 
 impl Net {
@@ -133,13 +133,8 @@ impl Net {
     }
 
     fn stop_worker(&mut self) {
-        if let Some((stop, handle)) = self.worker.take() {
-            if let Err(e) = stop.write(1) {
-                warn!("virtio-net: cannot signal the worker to stop: {e}");
-            }
-            if handle.join().is_err() {
-                warn!("virtio-net: worker thread panicked");
-            }
+        if let Some(w) = self.worker.take() {
+            w.stop("virtio-net");
         }
     }
 }
@@ -168,14 +163,7 @@ impl VirtioDevice for Net {
             .map(|c| (c.mac(), c.status))
             .unwrap_or((self.mac, S_LINK_UP));
         let cfg = config_space(mac, status, self.pairs, self.mtu);
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| cfg.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&cfg, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -192,13 +180,7 @@ impl VirtioDevice for Net {
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
-        if self.acked & F_VERSION_1 == 0 {
-            return Err(ActivateError::BadConfig(
-                "virtio-net: the driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are \
-                 not supported)"
-                    .into(),
-            ));
-        }
+        require_version_1(self.acked, "virtio-net")?;
         self.stop_worker();
         let event_idx = self.acked & F_RING_EVENT_IDX != 0;
         let mrg = self.acked & F_MRG_RXBUF != 0;
@@ -279,10 +261,7 @@ impl VirtioDevice for Net {
             control: self.control.clone(),
             stop: stop.try_clone()?,
         };
-        let handle = std::thread::Builder::new()
-            .name("rvmm-net".into())
-            .spawn(move || worker.run())?;
-        self.worker = Some((stop, handle));
+        self.worker = Some(WorkerThread::spawn("rvmm-net", stop, move || worker.run())?);
         info!(
             "virtio-net {}: active, features {:#x}, {} queue pair(s)",
             self.mac, self.acked, used_pairs

@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use log::{debug, error, warn};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
@@ -18,6 +17,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::scsi::CdRom;
+use crate::virtio::activation::{read_config_bytes, require_version_1, WorkerThread};
 use crate::virtio::{
     ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
 };
@@ -441,7 +441,7 @@ fn drain<M: GuestMemory>(
 pub struct VirtioScsi {
     host: Arc<Mutex<ScsiHost>>,
     acked: u64,
-    worker: Option<(EventFd, JoinHandle<()>)>,
+    worker: Option<WorkerThread>,
     /// Wakes the worker to deliver events raised by the host side.
     wake: Option<EventFd>,
 }
@@ -476,13 +476,8 @@ impl VirtioScsi {
     }
 
     fn stop_worker(&mut self) {
-        if let Some((stop, handle)) = self.worker.take() {
-            if let Err(e) = stop.write(1) {
-                error!("virtio-scsi: cannot stop the worker: {e}");
-            }
-            if handle.join().is_err() {
-                error!("virtio-scsi: worker thread panicked");
-            }
+        if let Some(w) = self.worker.take() {
+            w.stop("virtio-scsi");
         }
     }
 }
@@ -515,13 +510,7 @@ impl VirtioDevice for VirtioScsi {
             Ok(h) => h.config(),
             Err(_) => [0; 36],
         };
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| config.get(o).copied())
-                .unwrap_or(0);
-        }
+        read_config_bytes(&config, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -536,13 +525,7 @@ impl VirtioDevice for VirtioScsi {
         interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
-        if self.acked & F_VERSION_1 == 0 {
-            return Err(ActivateError::BadConfig(
-                "virtio-scsi: the driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are \
-                 not supported)"
-                    .into(),
-            ));
-        }
+        require_version_1(self.acked, "virtio-scsi")?;
         self.stop_worker();
         let event_idx = self.acked & F_EVENT_IDX != 0;
         let mut slots: [Option<ActiveQueue>; 3] = [None, None, None];
@@ -574,10 +557,9 @@ impl VirtioDevice for VirtioScsi {
             wake: wake.try_clone()?,
         };
         self.wake = Some(wake);
-        let handle = std::thread::Builder::new()
-            .name("virtio-scsi".into())
-            .spawn(move || worker.run())?;
-        self.worker = Some((stop, handle));
+        self.worker = Some(WorkerThread::spawn("virtio-scsi", stop, move || {
+            worker.run()
+        })?);
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{bail, Context};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -18,7 +18,7 @@ use vmm_sys_util::event::{
 };
 
 use devices::virtio::block::{self, BlockQueueHandler, BlockSettings, DiskConfig};
-use devices::{GuestMemoryAtomic, GuestMemoryMmap};
+use devices::GuestMemoryAtomic;
 
 /// Flags of `rvmm-vhost blk`.
 #[derive(Debug, clap::Args)]
@@ -148,20 +148,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("opening the disk for {}", args.socket.display()))?;
     let settings = block::settings_for(&disk);
     let backend = Arc::new(RwLock::new(BlkBackend::new(settings, args.queues)));
-    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let mut daemon = VhostUserDaemon::new("rvmm-vhost-blk".into(), backend, mem)
-        .map_err(|e| anyhow::anyhow!("creating the vhost-user daemon: {e:?}"))?;
-    log::info!(
-        "serving {} on {}",
-        args.disk.path.display(),
-        args.socket.display()
-    );
-    daemon.serve(&args.socket).map_err(|e| {
-        anyhow::anyhow!(
-            "vhost-user connection on {} failed: {e:?}",
-            args.socket.display()
-        )
-    })?;
+    let mut daemon = super::new_daemon("rvmm-vhost-blk", backend)?;
+    let what = args.disk.path.display().to_string();
+    super::serve(&mut daemon, &args.socket, &what)?;
     // `disk` (and its image lock) lives until the connection is over.
     drop(disk);
     Ok(())

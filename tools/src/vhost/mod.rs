@@ -11,6 +11,14 @@ pub mod blk;
 pub mod net;
 pub mod scsi;
 
+use std::fmt::Debug;
+use std::path::Path;
+
+use anyhow::Context;
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
+
+use devices::{GuestMemoryAtomic, GuestMemoryMmap};
+
 /// The backend to serve, one subcommand each.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -29,4 +37,39 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Net(a) => net::run(a),
         Command::Scsi(a) => scsi::run(a),
     }
+}
+
+/// A vhost-user daemon called `name` for `backend`, with no guest memory until the frontend
+/// sends its memory table.
+fn new_daemon<B>(name: &str, backend: B) -> anyhow::Result<VhostUserDaemon<B>>
+where
+    B: VhostUserBackend<Bitmap = (), Vring = VringRwLock<GuestMemoryAtomic>> + Clone + 'static,
+{
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    VhostUserDaemon::new(name.into(), backend, mem)
+        .map_err(|e| anyhow::anyhow!("creating the vhost-user daemon: {e:?}"))
+}
+
+/// The error of a vhost-user connection on `socket` that ended with `e`.
+fn connection_failed(socket: &Path, e: impl Debug) -> anyhow::Error {
+    anyhow::anyhow!(
+        "vhost-user connection on {} failed: {e:?}",
+        socket.display()
+    )
+}
+
+/// Listen on `socket` (a stale socket file from an earlier run is replaced) and serve one
+/// frontend with `daemon` until it disconnects; `what` says what is served, for the log.
+fn serve<B>(daemon: &mut VhostUserDaemon<B>, socket: &Path, what: &str) -> anyhow::Result<()>
+where
+    B: VhostUserBackend<Bitmap = (), Vring = VringRwLock<GuestMemoryAtomic>> + Clone + 'static,
+{
+    if socket.exists() {
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing the old socket {}", socket.display()))?;
+    }
+    log::info!("serving {what} on {}", socket.display());
+    daemon
+        .serve(socket)
+        .map_err(|e| connection_failed(socket, e))
 }

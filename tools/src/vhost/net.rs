@@ -25,7 +25,7 @@ use vmm_sys_util::event::{
 
 use devices::virtio::net::features::{self, F_MQ, F_MRG_RXBUF};
 use devices::virtio::net::{self as vnet, NetControl, NetCounters, NetQueuePair};
-use devices::{GuestMemoryAtomic, GuestMemoryMmap};
+use devices::GuestMemoryAtomic;
 use net::{MacAddr, NetBackendConfig, NetConfig, Tap};
 
 /// Flags of `rvmm-vhost net`.
@@ -313,9 +313,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let events: Vec<u16> = (0..tap_fds.len()).map(|i| backend.tap_event(i)).collect();
     let counters = backend.counters();
     let backend = Arc::new(RwLock::new(backend));
-    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let mut daemon = VhostUserDaemon::new("rvmm-vhost-net".into(), backend.clone(), mem)
-        .map_err(|e| anyhow::anyhow!("creating the vhost-user daemon: {e:?}"))?;
+    let mut daemon = super::new_daemon("rvmm-vhost-net", backend.clone())?;
     let handlers = daemon.get_epoll_handlers();
     let epoll = handlers
         .first()
@@ -371,12 +369,9 @@ fn serve_one(
     daemon
         .start(&mut inner)
         .map_err(|e| anyhow::anyhow!("starting the vhost-user handler: {e:?}"))?;
-    let result = daemon.wait().map_err(|e| {
-        anyhow::anyhow!(
-            "vhost-user connection on {} failed: {e:?}",
-            socket.display()
-        )
-    });
+    let result = daemon
+        .wait()
+        .map_err(|e| super::connection_failed(socket, e));
     relay.finish();
     match result {
         Err(e)

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -19,7 +19,7 @@ use vmm_sys_util::event::{
 
 use devices::scsi::CdRom;
 use devices::virtio::scsi::{self, ScsiHost};
-use devices::{GuestMemoryAtomic, GuestMemoryMmap};
+use devices::GuestMemoryAtomic;
 
 /// Flags of `rvmm-vhost scsi`.
 #[derive(Debug, clap::Args)]
@@ -158,23 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Arc::new(image),
         serial,
     ))));
-    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let mut daemon = VhostUserDaemon::new("rvmm-vhost-scsi".into(), backend, mem)
-        .map_err(|e| anyhow::anyhow!("creating the vhost-user daemon: {e:?}"))?;
-    // Like blk: a stale socket file from an earlier run is replaced.
-    if args.socket.exists() {
-        std::fs::remove_file(&args.socket)
-            .with_context(|| format!("removing the old socket {}", args.socket.display()))?;
-    }
-    log::info!(
-        "serving {} as a CD-ROM on {}",
-        args.cdrom.display(),
-        args.socket.display()
-    );
-    daemon.serve(&args.socket).map_err(|e| {
-        anyhow::anyhow!(
-            "vhost-user connection on {} failed: {e:?}",
-            args.socket.display()
-        )
-    })
+    let mut daemon = super::new_daemon("rvmm-vhost-scsi", backend)?;
+    let what = format!("{} as a CD-ROM", args.cdrom.display());
+    super::serve(&mut daemon, &args.socket, &what)
 }

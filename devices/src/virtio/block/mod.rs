@@ -10,7 +10,6 @@ pub mod request;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueT};
@@ -22,6 +21,7 @@ pub use disk::{Disk, DiskCache, DiskConfig, DiskDiscard, DiskError, DiskFormat, 
 pub use request::{BlockQueueHandler, BlockSettings};
 
 use super::{ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt, VirtioInterruptType};
+use crate::virtio::activation::{read_config_bytes, WorkerThread};
 use crate::GuestMemoryAtomic;
 
 /// Feature bits (virtio 1.2 §5.2.3 and §6).
@@ -118,17 +118,12 @@ pub fn settings_for(disk: &Disk) -> BlockSettings {
     }
 }
 
-struct Worker {
-    stop: EventFd,
-    thread: JoinHandle<()>,
-}
-
 /// The in-VMM virtio-blk device.
 pub struct Block {
     settings: BlockSettings,
     queues: u16,
     acked: u64,
-    workers: Vec<Worker>,
+    workers: Vec<WorkerThread>,
     _disk: Option<Disk>,
 }
 
@@ -158,10 +153,7 @@ impl Block {
 
     fn stop_workers(&mut self) {
         for w in self.workers.drain(..) {
-            let _ = w.stop.write(1);
-            if w.thread.join().is_err() {
-                log::error!("virtio-blk: a worker thread panicked");
-            }
+            w.stop("virtio-blk");
         }
     }
 }
@@ -273,13 +265,7 @@ impl VirtioDevice for Block {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let c = config_space(&self.settings, self.queues);
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| c.get(o + i))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&c, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -301,10 +287,10 @@ impl VirtioDevice for Block {
             let stop2 = stop.try_clone()?;
             let handler = BlockQueueHandler::new(self.settings.clone());
             let (m, i) = (mem.clone(), interrupt.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("virtio-blk-q{}", q.index))
-                .spawn(move || run_worker(handler, m, q, i, stop2))?;
-            self.workers.push(Worker { stop, thread });
+            let name = format!("virtio-blk-q{}", q.index);
+            self.workers.push(WorkerThread::spawn(name, stop, move || {
+                run_worker(handler, m, q, i, stop2)
+            })?);
         }
         Ok(())
     }
