@@ -81,10 +81,7 @@ impl Qcow2 {
         }
         // Pending frees would otherwise show up as leaks.
         self.flush()?;
-        let _g = self
-            .io_lock
-            .write()
-            .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+        let _g = self.io_exclusive()?;
         let cx = self.cx();
         let mut m = self.lock_meta()?;
         let mut res = self.count(&mut m)?;

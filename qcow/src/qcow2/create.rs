@@ -228,10 +228,7 @@ impl Qcow2 {
         let cx = self.cx();
         let mut end = 0u64;
         {
-            let _g = self
-                .io_lock
-                .write()
-                .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+            let _g = self.io_exclusive()?;
             let mut m = self.lock_meta()?;
             let per_l2 = cs / 8;
             let mut cl = 0u64;

@@ -24,7 +24,7 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::backend::{check_range, BlockBackend, BlockError, BlockResult, Extent};
 use crate::open::{detect_format, CacheMode, Format, OpenOptions, MAX_BACKING_DEPTH};
@@ -465,6 +465,24 @@ impl Meta {
         Ok(())
     }
 
+    /// Unmap every guest cluster in `start..end` (`start` cluster-aligned), queueing the host
+    /// clusters they referenced for freeing.
+    fn unmap_clusters(&mut self, cx: Ctx, start: u64, end: u64) -> BlockResult<()> {
+        let cs = self.cs();
+        let mut cl = start;
+        while cl < end {
+            let map = self.lookup(cx, cl)?;
+            if map != Mapping::Unallocated {
+                let l2 = self.writable_l2(cx, cl)?;
+                let (_, l2i) = self.indices(cl);
+                self.l2_set(cx, l2, l2i, 0)?;
+                self.free_mapping(map);
+            }
+            cl += cs;
+        }
+        Ok(())
+    }
+
     /// Queue one reference drop of the host cluster(s) behind a mapping.
     fn free_mapping(&mut self, m: Mapping) {
         let cs = self.cs();
@@ -891,6 +909,20 @@ impl Qcow2 {
         &self.fault
     }
 
+    /// Take `io_lock` exclusively: no guest I/O runs until the guard drops.
+    pub(crate) fn io_exclusive(&self) -> BlockResult<RwLockWriteGuard<'_, ()>> {
+        self.io_lock
+            .write()
+            .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))
+    }
+
+    /// Take `io_lock` shared, as reads and in-place writes do.
+    pub(crate) fn io_shared(&self) -> BlockResult<RwLockReadGuard<'_, ()>> {
+        self.io_lock
+            .read()
+            .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))
+    }
+
     pub(crate) fn lock_meta(&self) -> BlockResult<MutexGuard<'_, Meta>> {
         self.meta
             .lock()
@@ -1117,10 +1149,7 @@ impl Qcow2 {
         let cs = self.cluster_size();
         let size = self.size();
         {
-            let _g = self
-                .io_lock
-                .write()
-                .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+            let _g = self.io_exclusive()?;
             let mut m = self.lock_meta()?;
             m.mark_dirty_if_lazy(self.cx())?;
             let mut pos = offset;
@@ -1167,10 +1196,7 @@ impl Qcow2 {
         check_range(goff, data.len() as u64, self.size())?;
         let mut full = data.to_vec();
         full.resize(cs as usize, 0);
-        let _g = self
-            .io_lock
-            .write()
-            .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+        let _g = self.io_exclusive()?;
         let mut m = self.lock_meta()?;
         let Some(comp) = compress::compress(m.h.compression_type, &full)? else {
             return self.write_chunk(&mut m, goff, &full);
@@ -1330,10 +1356,7 @@ impl BlockBackend for Qcow2 {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> BlockResult<()> {
         check_range(offset, buf.len() as u64, self.size())?;
-        let _g = self
-            .io_lock
-            .read()
-            .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+        let _g = self.io_shared()?;
         let mut pos = 0usize;
         for (map, cl, in_cl, n) in self.translate(offset, buf.len() as u64)? {
             let n = n as usize;
@@ -1348,10 +1371,7 @@ impl BlockBackend for Qcow2 {
         check_range(offset, buf.len() as u64, self.size())?;
         {
             // Fast path: every cluster is owned by the active L1 — no metadata changes.
-            let _g = self
-                .io_lock
-                .read()
-                .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+            let _g = self.io_shared()?;
             let ext = self.translate(offset, buf.len() as u64)?;
             if ext
                 .iter()
@@ -1370,10 +1390,7 @@ impl BlockBackend for Qcow2 {
             }
         }
         {
-            let _g = self
-                .io_lock
-                .write()
-                .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+            let _g = self.io_exclusive()?;
             let mut m = self.lock_meta()?;
             m.mark_dirty_if_lazy(self.cx())?;
             let cs = self.cluster_size();

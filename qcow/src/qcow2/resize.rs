@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Mapping, Qcow2, OFFSET_MASK};
+use super::{Qcow2, OFFSET_MASK};
 use crate::backend::{BlockBackend, BlockError, BlockResult};
 
 impl Qcow2 {
@@ -23,10 +23,7 @@ impl Qcow2 {
         }
         let cs = self.cluster_size();
         let cx = self.cx();
-        let _g = self
-            .io_lock
-            .write()
-            .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+        let _g = self.io_exclusive()?;
         let mut m = self.lock_meta()?;
         if !m.snapshots.is_empty() && new_size < old_size {
             return Err(BlockError::Unsupported(
@@ -35,17 +32,7 @@ impl Qcow2 {
         }
         if new_size < old_size {
             // Free the clusters past the new end.
-            let mut cl = new_size.div_ceil(cs) * cs;
-            while cl < old_size {
-                let map = m.lookup(cx, cl)?;
-                if map != Mapping::Unallocated {
-                    let l2 = m.writable_l2(cx, cl)?;
-                    let (_, l2i) = m.indices(cl);
-                    m.l2_set(cx, l2, l2i, 0)?;
-                    m.free_mapping(map);
-                }
-                cl += cs;
-            }
+            m.unmap_clusters(cx, new_size.div_ceil(cs) * cs, old_size)?;
             let per_l1 = cs * (cs / 8);
             let keep = new_size.div_ceil(per_l1) as usize;
             for i in keep..m.l1.len() {

@@ -169,10 +169,7 @@ impl Qcow2 {
     pub fn snapshot_create(&self, name: &str) -> BlockResult<()> {
         self.writable()?;
         let cx = self.cx();
-        let _g = self
-            .io_lock
-            .write()
-            .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+        let _g = self.io_exclusive()?;
         let mut m = self.lock_meta()?;
         if m.snapshots.iter().any(|s| s.name == name) {
             return Err(BlockError::Invalid(format!(
@@ -229,10 +226,7 @@ impl Qcow2 {
         self.writable()?;
         let cx = self.cx();
         let cs = self.cluster_size();
-        let _g = self
-            .io_lock
-            .write()
-            .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+        let _g = self.io_exclusive()?;
         let mut m = self.lock_meta()?;
         let s = m.snapshots[Self::find_snapshot(&m, name)?].clone();
         m.flush_meta(cx)?;
@@ -279,10 +273,7 @@ impl Qcow2 {
         self.writable()?;
         let cx = self.cx();
         let cs = self.cluster_size();
-        let _g = self
-            .io_lock
-            .write()
-            .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+        let _g = self.io_exclusive()?;
         let mut m = self.lock_meta()?;
         let idx = Self::find_snapshot(&m, name)?;
         let s = m.snapshots[idx].clone();
@@ -304,25 +295,11 @@ impl Qcow2 {
     pub fn make_empty(&self) -> BlockResult<()> {
         self.writable()?;
         let cx = self.cx();
-        let cs = self.cluster_size();
         let size = self.size();
         {
-            let _g = self
-                .io_lock
-                .write()
-                .map_err(|_| BlockError::Invalid("qcow2 I/O lock poisoned".into()))?;
+            let _g = self.io_exclusive()?;
             let mut m = self.lock_meta()?;
-            let mut cl = 0;
-            while cl < size {
-                let map = m.lookup(cx, cl)?;
-                if map != Mapping::Unallocated {
-                    let l2 = m.writable_l2(cx, cl)?;
-                    let (_, l2i) = m.indices(cl);
-                    m.l2_set(cx, l2, l2i, 0)?;
-                    m.free_mapping(map);
-                }
-                cl += cs;
-            }
+            m.unmap_clusters(cx, 0, size)?;
         }
         self.flush()
     }

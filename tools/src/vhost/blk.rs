@@ -86,14 +86,8 @@ impl VhostUserBackendMut for BlkBackend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        // vhost-user limits config messages to 256 bytes; never allocate what a frontend asks.
-        let size = size.min(256);
         let cfg = block::config_space(&self.settings, self.queues);
-        let start = (offset as usize).min(cfg.len());
-        let end = start.saturating_add(size as usize).min(cfg.len());
-        let mut out = cfg[start..end].to_vec();
-        out.resize(size as usize, 0);
-        out
+        super::config_slice(&cfg, offset, size)
     }
 
     fn update_memory(&mut self, mem: GuestMemoryAtomic) -> std::io::Result<()> {

@@ -236,11 +236,7 @@ impl VhostUserBackendMut for NetBackend {
             self.pairs,
             self.mtu,
         );
-        let start = (offset as usize).min(cfg.len());
-        let end = start.saturating_add(size as usize).min(cfg.len());
-        let mut out = cfg[start..end].to_vec();
-        out.resize(size as usize, 0);
-        out
+        super::config_slice(&cfg, offset, size)
     }
 
     fn update_memory(&mut self, mem: GuestMemoryAtomic) -> std::io::Result<()> {

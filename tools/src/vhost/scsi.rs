@@ -86,11 +86,7 @@ impl VhostUserBackendMut for ScsiBackend {
             Ok(h) => h.config(),
             Err(p) => p.into_inner().config(),
         };
-        let start = (offset as usize).min(cfg.len());
-        let end = start.saturating_add(size as usize).min(cfg.len());
-        let mut out = cfg[start..end].to_vec();
-        out.resize(size as usize, 0);
-        out
+        super::config_slice(&cfg, offset, size)
     }
 
     fn set_config(&mut self, offset: u32, buf: &[u8]) -> std::io::Result<()> {
