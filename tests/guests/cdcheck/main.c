@@ -9,51 +9,28 @@
  * "cdcheck: label: <volume id>" (the primary volume descriptor at sector 16, trailing blanks
  * removed), "cdcheck: msix interrupts=N" (completions also signal MSI-X vector 0 to the BSP). */
 #include "rvmm.h"
+#include "virtio.h"
 
-#define VIRTIO_VENDOR 0x1af4
 #define VIRTIO_SCSI_MODERN 0x1048
-#define CAP_VENDOR 0x09
-#define CFG_COMMON 1
-#define CFG_NOTIFY 2
-
-#define ST_ACK 1
-#define ST_DRIVER 2
-#define ST_DRIVER_OK 4
-#define ST_FEATURES_OK 8
-#define ST_NEEDS_RESET 0x40
-#define F_VERSION_1 (1ul << 32)
 
 #define REQUEST_QUEUE 2
 #define QSIZE 8
-#define D_NEXT 1
-#define D_WRITE 2
 
 #define CDB_SIZE 32
 #define SENSE_SIZE 96
 
-struct desc { u64 addr; u32 len; u16 flags, next; } __attribute__((packed));
-struct avail { u16 flags, idx, ring[QSIZE], used_event; } __attribute__((packed));
-struct used_elem { u32 id, len; } __attribute__((packed));
-struct used { u16 flags, idx; struct used_elem ring[QSIZE]; u16 avail_event; } __attribute__((packed));
+VIRTQ_AVAIL(avail, QSIZE);
+VIRTQ_USED(used, QSIZE);
 /* virtio_scsi_req_cmd and virtio_scsi_resp_cmd with the default CDB and sense sizes. */
 struct req_cmd { u8 lun[8]; u64 id; u8 task_attr, prio, crn; u8 cdb[CDB_SIZE]; } __attribute__((packed));
 struct resp_cmd { u32 sense_len, resid; u16 status_qualifier; u8 status, response; u8 sense[SENSE_SIZE]; } __attribute__((packed));
 
-static struct desc dtab[QSIZE] __attribute__((aligned(4096)));
+static struct virtq_desc dtab[QSIZE] __attribute__((aligned(4096)));
 static struct avail avail __attribute__((aligned(4096)));
 static struct used used __attribute__((aligned(4096)));
 static struct req_cmd req;
 static struct resp_cmd resp;
 static u8 data[2048] __attribute__((aligned(4096)));
-
-static u64 bar_addr(u8 dev, int bar)
-{
-	u32 lo = pci_cfg_read32(0, dev, 0, 0x10 + 4 * bar);
-	u64 a = lo & ~0xful;
-	if ((lo & 6) == 4)
-		a |= (u64)pci_cfg_read32(0, dev, 0, 0x14 + 4 * bar) << 32;
-	return a;
-}
 
 #define MSI_VECTOR 0x50
 static volatile u32 msi_count;
@@ -72,7 +49,7 @@ static int msix_setup(u8 dev)
 		if (pci_cfg_read8(0, dev, 0, p) != 0x11)
 			continue;
 		u32 tbl = pci_cfg_read32(0, dev, 0, p + 4);
-		u64 t = bar_addr(dev, tbl & 7) + (tbl & ~7u);
+		u64 t = pci_bar_addr(dev, tbl & 7) + (tbl & ~7u);
 		mmio_write32(t + 0, 0xfee00000u | (lapic_id() << 12));
 		mmio_write32(t + 4, 0);
 		mmio_write32(t + 8, MSI_VECTOR);
@@ -84,18 +61,9 @@ static int msix_setup(u8 dev)
 	return 0;
 }
 
-static u64 common, notify;
-static u32 notify_mult;
+static struct virtio_pci vp;
 static u16 notify_off, avail_idx, last_used;
 static u64 next_id = 1;
-
-static u8 c8(u32 o) { return mmio_read8(common + o); }
-static u16 c16(u32 o) { return mmio_read16(common + o); }
-static u32 c32(u32 o) { return mmio_read32(common + o); }
-static void w8(u32 o, u8 v) { mmio_write8(common + o, v); }
-static void w16(u32 o, u16 v) { mmio_write16(common + o, v); }
-static void w32(u32 o, u32 v) { mmio_write32(common + o, v); }
-static void w64(u32 o, u64 v) { w32(o, (u32)v); w32(o + 4, (u32)(v >> 32)); }
 
 /* Send `cdb` to target 0 LUN 0 with `len` bytes of data-in; returns the SCSI status, or -1
  * when the request failed at the virtio-scsi level (response code printed). */
@@ -108,14 +76,15 @@ static int scsi(const u8 *cdb, u32 cdb_len, u32 len)
 	req.id = next_id++;
 	memcpy(req.cdb, cdb, cdb_len);
 	resp.response = 0xff;
-	dtab[0] = (struct desc){(u64)&req, sizeof(req), D_NEXT, 1};
-	dtab[1] = (struct desc){(u64)&resp, sizeof(resp), (u16)(D_WRITE | (len ? D_NEXT : 0)), 2};
-	dtab[2] = (struct desc){(u64)data, len, D_WRITE, 0};
+	dtab[0] = (struct virtq_desc){(u64)&req, sizeof(req), VIRTQ_DESC_F_NEXT, 1};
+	dtab[1] = (struct virtq_desc){(u64)&resp, sizeof(resp),
+				      (u16)(VIRTQ_DESC_F_WRITE | (len ? VIRTQ_DESC_F_NEXT : 0)), 2};
+	dtab[2] = (struct virtq_desc){(u64)data, len, VIRTQ_DESC_F_WRITE, 0};
 	avail.ring[avail_idx % QSIZE] = 0;
 	barrier();
 	avail.idx = ++avail_idx;
 	barrier();
-	mmio_write16(notify + (u64)notify_off * notify_mult, REQUEST_QUEUE);
+	virtio_notify(&vp, notify_off, REQUEST_QUEUE);
 	u64 deadline = tsc_deadline_ms(2000);
 	while (*(volatile u16 *)&used.idx == last_used) {
 		if (rdtsc() > deadline) {
@@ -135,63 +104,35 @@ static int scsi(const u8 *cdb, u32 cdb_len, u32 len)
 
 static int setup(u8 dev)
 {
-	u32 cmd = pci_cfg_read32(0, dev, 0, 4);
-	pci_cfg_write32(0, dev, 0, 4, (cmd & 0xffff) | 0x6);
-	for (u8 p = pci_cfg_read8(0, dev, 0, 0x34) & 0xfc; p; p = pci_cfg_read8(0, dev, 0, p + 1) & 0xfc) {
-		if (pci_cfg_read8(0, dev, 0, p) != CAP_VENDOR)
-			continue;
-		u8 type = pci_cfg_read8(0, dev, 0, p + 3);
-		u8 bar = pci_cfg_read8(0, dev, 0, p + 4);
-		if (bar > 5)
-			continue;
-		u64 a = bar_addr(dev, bar) + pci_cfg_read32(0, dev, 0, p + 8);
-		if (type == CFG_COMMON && !common)
-			common = a;
-		if (type == CFG_NOTIFY && !notify) {
-			notify = a;
-			notify_mult = pci_cfg_read32(0, dev, 0, p + 16);
-		}
-	}
-	if (!check(common && notify, "missing virtio capability"))
+	virtio_pci_find(dev, &vp);
+	if (!check(vp.common && vp.notify, "missing virtio capability"))
 		return -1;
-	w8(0x14, 0);
-	u64 deadline = tsc_deadline_ms(1000);
-	while (c8(0x14) != 0 && rdtsc() < deadline)
-		cpu_relax();
+	virtio_reset(&vp);
 	int msix = msix_setup(dev);
 	check(msix, "no MSI-X capability");
-	w8(0x14, ST_ACK);
-	w8(0x14, ST_ACK | ST_DRIVER);
-	w16(0x10, 0xffff); /* no config-change interrupts */
-	w32(0x00, 1);
-	u64 feat = (u64)c32(0x04) << 32;
-	if (!check((feat & F_VERSION_1) != 0, "device does not offer VERSION_1"))
+	virtio_set_status(&vp, VIRTIO_ST_ACK);
+	virtio_set_status(&vp, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER);
+	virtio_write16(&vp, VIRTIO_MSIX_CONFIG, 0xffff); /* no config-change interrupts */
+	u64 feat = virtio_device_features(&vp);
+	if (!check((feat & VIRTIO_F_VERSION_1) != 0, "device does not offer VERSION_1"))
 		return -1;
-	w32(0x08, 0);
-	w32(0x0c, 0);
-	w32(0x08, 1);
-	w32(0x0c, 1); /* VERSION_1 only */
-	w8(0x14, ST_ACK | ST_DRIVER | ST_FEATURES_OK);
-	if (!check(c8(0x14) & ST_FEATURES_OK, "device refused VERSION_1 alone"))
+	if (!check(virtio_set_features(&vp, VIRTIO_F_VERSION_1), "device refused VERSION_1 alone"))
 		return -1;
-	u16 nq = c16(0x12);
+	u16 nq = virtio_read16(&vp, VIRTIO_NUM_QUEUES);
 	if (!check(nq > REQUEST_QUEUE, "only %u queues", nq))
 		return -1;
-	w16(0x16, REQUEST_QUEUE);
-	u16 max = c16(0x18);
+	u16 max = virtio_queue_select(&vp, REQUEST_QUEUE);
 	if (!check(max >= QSIZE, "request queue too small (%u)", max))
 		return -1;
-	w16(0x18, QSIZE);
 	/* We poll, but the completions also raise MSI-X vector 0, which we count. */
-	w16(0x1a, msix ? 0 : 0xffff);
-	check(!msix || c16(0x1a) == 0, "the device refused MSI-X vector 0 for the request queue");
-	w64(0x20, (u64)dtab);
-	w64(0x28, (u64)&avail);
-	w64(0x30, (u64)&used);
-	notify_off = c16(0x1e);
-	w16(0x1c, 1);
-	w8(0x14, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
-	return check(!(c8(0x14) & ST_NEEDS_RESET), "device needs reset after DRIVER_OK") ? 0 : -1;
+	virtio_queue_setup(&vp, QSIZE, msix ? 0 : 0xffff, dtab, &avail, &used, &notify_off);
+	check(!msix || virtio_read16(&vp, VIRTIO_Q_MSIX_VECTOR) == 0,
+	      "the device refused MSI-X vector 0 for the request queue");
+	virtio_set_status(&vp, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER | VIRTIO_ST_FEATURES_OK |
+				       VIRTIO_ST_DRIVER_OK);
+	return check(!(virtio_status(&vp) & VIRTIO_ST_NEEDS_RESET), "device needs reset after DRIVER_OK")
+		       ? 0
+		       : -1;
 }
 
 static u32 be32(const u8 *p) { return (u32)p[0] << 24 | (u32)p[1] << 16 | (u32)p[2] << 8 | p[3]; }
@@ -254,6 +195,6 @@ int guest_main(void)
 	irq_disable();
 	printf("cdcheck: msix interrupts=%u\n", msi_count);
 	check(msi_count > 0, "no MSI-X interrupt for completed requests");
-	w8(0x14, 0);
+	virtio_set_status(&vp, 0);
 	finish();
 }

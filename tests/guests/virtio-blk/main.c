@@ -11,18 +11,7 @@
  * (N random 4 KiB writes and reads, 64 MiB of 1 MiB sequential writes and reads, queue depth 1,
  * polled from ring 3) and prints "blkbench: …" with TSC cycles per phase. */
 #include "rvmm.h"
-
-#define VIRTIO_VENDOR 0x1af4
-#define CAP_VENDOR 0x09
-#define CFG_COMMON 1
-#define CFG_NOTIFY 2
-#define CFG_ISR 3
-#define CFG_DEVICE 4
-
-#define ST_ACK 1
-#define ST_DRIVER 2
-#define ST_DRIVER_OK 4
-#define ST_FEATURES_OK 8
+#include "virtio.h"
 
 #define F_SIZE_MAX (1ul << 1)
 #define F_SEG_MAX (1ul << 2)
@@ -40,24 +29,19 @@
 #define T_DISCARD 11
 #define T_WRITE_ZEROES 13
 
-#define D_NEXT 1
-#define D_WRITE 2
-#define D_INDIRECT 4
 
 #define QSIZE 16
 #define IO_BYTES 4096
 
-struct desc { u64 addr; u32 len; u16 flags, next; } __attribute__((packed));
-struct avail { u16 flags, idx, ring[QSIZE], used_event; } __attribute__((packed));
-struct used_elem { u32 id, len; } __attribute__((packed));
-struct used { u16 flags, idx; struct used_elem ring[QSIZE]; u16 avail_event; } __attribute__((packed));
+VIRTQ_AVAIL(avail, QSIZE);
+VIRTQ_USED(used, QSIZE);
 struct req_hdr { u32 type, reserved; u64 sector; } __attribute__((packed));
 struct dz_seg { u64 sector; u32 num, flags; } __attribute__((packed));
 
-static struct desc dtab[QSIZE] __attribute__((aligned(4096)));
+static struct virtq_desc dtab[QSIZE] __attribute__((aligned(4096)));
 static struct avail avail __attribute__((aligned(4096)));
 static struct used used __attribute__((aligned(4096)));
-static struct desc itab[4] __attribute__((aligned(16)));
+static struct virtq_desc itab[4] __attribute__((aligned(16)));
 static struct req_hdr hdr;
 static struct dz_seg seg;
 static u8 status;
@@ -66,30 +50,12 @@ static u8 idbuf[20];
 #define BIG (1u << 20)
 static u8 big[BIG] __attribute__((aligned(4096)));
 
-static u64 common, notify, isr, devcfg;
-static u32 notify_mult;
+static struct virtio_pci vp;
 static u16 notify_off;
 static u16 avail_idx, last_used;
 
-static u64 bar_addr(u8 dev, int bar)
-{
-	u32 lo = pci_cfg_read32(0, dev, 0, 0x10 + 4 * bar);
-	u64 a = lo & ~0xful;
-	if ((lo & 6) == 4)
-		a |= (u64)pci_cfg_read32(0, dev, 0, 0x14 + 4 * bar) << 32;
-	return a;
-}
-
 /* The pattern the host recomputes: byte j of sector s. */
 static u8 pattern_byte(u64 s, u32 j) { return (u8)(s * 131 + j * 7 + 0x5a + (j >> 9)); }
-
-static u8 c8(u32 o) { return mmio_read8(common + o); }
-static u16 c16(u32 o) { return mmio_read16(common + o); }
-static u32 c32(u32 o) { return mmio_read32(common + o); }
-static void w8(u32 o, u8 v) { mmio_write8(common + o, v); }
-static void w16(u32 o, u16 v) { mmio_write16(common + o, v); }
-static void w32(u32 o, u32 v) { mmio_write32(common + o, v); }
-static void w64(u32 o, u64 v) { w32(o, (u32)v); w32(o + 4, (u32)(v >> 32)); }
 
 /* Post the chain starting at descriptor 0, kick, and poll the used ring (2 s timeout). */
 static int submit(void)
@@ -98,7 +64,7 @@ static int submit(void)
 	barrier();
 	avail.idx = ++avail_idx;
 	barrier();
-	mmio_write16(notify + (u64)notify_off * notify_mult, 0);
+	virtio_notify(&vp, notify_off, 0);
 	u64 deadline = tsc_deadline_ms(2000);
 	while (*(volatile u16 *)&used.idx == last_used) {
 		if (rdtsc() > deadline) {
@@ -108,7 +74,7 @@ static int submit(void)
 		cpu_relax();
 	}
 	barrier();
-	struct used_elem e = used.ring[last_used % QSIZE];
+	struct virtq_used_elem e = used.ring[last_used % QSIZE];
 	last_used++;
 	check(e.id == 0, "used id %u, expected the chain head 0", e.id);
 	return (int)e.len;
@@ -122,13 +88,15 @@ static int request(u32 type, u64 sector, void *data, u32 len, int in)
 	hdr.sector = sector;
 	status = 0xff;
 	int n = 0;
-	dtab[n] = (struct desc){(u64)&hdr, sizeof(hdr), D_NEXT, 1};
+	dtab[n] = (struct virtq_desc){(u64)&hdr, sizeof(hdr), VIRTQ_DESC_F_NEXT, 1};
 	n++;
 	if (len) {
-		dtab[n] = (struct desc){(u64)data, len, (u16)(D_NEXT | (in ? D_WRITE : 0)), (u16)(n + 1)};
+		dtab[n] = (struct virtq_desc){(u64)data, len,
+					      (u16)(VIRTQ_DESC_F_NEXT | (in ? VIRTQ_DESC_F_WRITE : 0)),
+					      (u16)(n + 1)};
 		n++;
 	}
-	dtab[n] = (struct desc){(u64)&status, 1, D_WRITE, 0};
+	dtab[n] = (struct virtq_desc){(u64)&status, 1, VIRTQ_DESC_F_WRITE, 0};
 	int used_len = submit();
 	if (used_len < 0)
 		return -1;
@@ -151,74 +119,39 @@ static int matches(u64 sector)
 
 static int setup(u8 dev)
 {
-	/* Memory decoding and bus mastering (the device DMAs into our rings). */
-	u32 cmd = pci_cfg_read32(0, dev, 0, 4);
-	pci_cfg_write32(0, dev, 0, 4, (cmd & 0xffff) | 0x6);
 	check(pci_cfg_read16(0, dev, 0, 6) & 0x10, "no capability list");
-	for (u8 p = pci_cfg_read8(0, dev, 0, 0x34) & 0xfc; p; p = pci_cfg_read8(0, dev, 0, p + 1) & 0xfc) {
-		if (pci_cfg_read8(0, dev, 0, p) != CAP_VENDOR)
-			continue;
-		u8 type = pci_cfg_read8(0, dev, 0, p + 3);
-		u8 bar = pci_cfg_read8(0, dev, 0, p + 4);
-		u32 off = pci_cfg_read32(0, dev, 0, p + 8);
-		if (bar > 5)
-			continue;
-		u64 a = bar_addr(dev, bar) + off;
-		if (type == CFG_COMMON && !common) common = a;
-		if (type == CFG_ISR && !isr) isr = a;
-		if (type == CFG_DEVICE && !devcfg) devcfg = a;
-		if (type == CFG_NOTIFY && !notify) {
-			notify = a;
-			notify_mult = pci_cfg_read32(0, dev, 0, p + 16);
-		}
-	}
-	printf("virtio-blk: common=%#lx notify=%#lx mult=%u isr=%#lx device=%#lx\n", common, notify,
-	       notify_mult, isr, devcfg);
-	if (!check(common && notify && isr && devcfg, "missing virtio capability"))
+	virtio_pci_find(dev, &vp);
+	printf("virtio-blk: common=%#lx notify=%#lx mult=%u isr=%#lx device=%#lx\n", vp.common,
+	       vp.notify, vp.notify_mult, vp.isr, vp.device);
+	if (!check(vp.common && vp.notify && vp.isr && vp.device, "missing virtio capability"))
 		return -1;
-	if (!check(common < (1ul << 32) && notify < (1ul << 32), "BARs above 4 GiB are not mapped"))
+	if (!check(vp.common < (1ul << 32) && vp.notify < (1ul << 32), "BARs above 4 GiB are not mapped"))
 		return -1;
 
-	w8(0x14, 0); /* reset, then wait for it to complete */
-	u64 deadline = tsc_deadline_ms(1000);
-	while (c8(0x14) != 0 && rdtsc() < deadline)
-		cpu_relax();
-	check(c8(0x14) == 0, "device status not 0 after reset");
-	w8(0x14, ST_ACK);
-	w8(0x14, ST_ACK | ST_DRIVER);
-	w32(0x00, 0);
-	u64 feat = c32(0x04);
-	w32(0x00, 1);
-	feat |= (u64)c32(0x04) << 32;
+	check(virtio_reset(&vp) == 0, "device status not 0 after reset");
+	virtio_set_status(&vp, VIRTIO_ST_ACK);
+	virtio_set_status(&vp, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER);
+	u64 feat = virtio_device_features(&vp);
 	printf("virtio-blk: device_features=%#lx\n", feat);
 	if (!check((feat & F_VERSION_1) != 0, "device does not offer VERSION_1"))
 		return -1;
 	u64 want = F_VERSION_1 | F_FLUSH | F_BLK_SIZE | F_SEG_MAX | F_SIZE_MAX | F_DISCARD |
 		   F_WRITE_ZEROES | F_INDIRECT;
 	u64 drv = feat & want;
-	w32(0x08, 0);
-	w32(0x0c, (u32)drv);
-	w32(0x08, 1);
-	w32(0x0c, (u32)(drv >> 32));
-	w8(0x14, ST_ACK | ST_DRIVER | ST_FEATURES_OK);
-	if (!check(c8(0x14) & ST_FEATURES_OK, "device refused our feature subset"))
+	if (!check(virtio_set_features(&vp, drv), "device refused our feature subset"))
 		return -1;
-	printf("virtio-blk: driver_features=%#lx num_queues=%u\n", drv, c16(0x12));
+	printf("virtio-blk: driver_features=%#lx num_queues=%u\n", drv,
+	       virtio_read16(&vp, VIRTIO_NUM_QUEUES));
 
-	w16(0x16, 0);
-	u16 max = c16(0x18);
+	u16 max = virtio_queue_select(&vp, 0);
 	if (!check(max >= QSIZE, "queue 0 too small (%u)", max))
 		return -1;
-	w16(0x18, QSIZE);
-	w16(0x1a, 0xffff); /* no MSI-X vector: we poll */
-	w64(0x20, (u64)dtab);
-	w64(0x28, (u64)&avail);
-	w64(0x30, (u64)&used);
-	notify_off = c16(0x1e);
-	w16(0x1c, 1);
-	check(c16(0x1c) == 1, "queue_enable did not stick");
-	w8(0x14, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
-	check(!(c8(0x14) & 0x40), "device needs reset after DRIVER_OK");
+	/* No MSI-X vector: we poll. */
+	check(virtio_queue_setup(&vp, QSIZE, 0xffff, dtab, &avail, &used, &notify_off),
+	      "queue_enable did not stick");
+	virtio_set_status(&vp, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER | VIRTIO_ST_FEATURES_OK |
+				       VIRTIO_ST_DRIVER_OK);
+	check(!(virtio_status(&vp) & VIRTIO_ST_NEEDS_RESET), "device needs reset after DRIVER_OK");
 	return (int)drv;
 }
 
@@ -286,22 +219,23 @@ int guest_main(void)
 	int r = setup(dev);
 	if (r < 0)
 		finish();
-	w32(0x08, 0); /* re-read what we negotiated, both halves */
-	feat = c32(0x0c);
-	w32(0x08, 1);
-	feat |= (u64)c32(0x0c) << 32;
+	/* Re-read what we negotiated, both halves. */
+	virtio_write32(&vp, VIRTIO_DRV_FEATURE_SEL, 0);
+	feat = virtio_read32(&vp, VIRTIO_DRV_FEATURE);
+	virtio_write32(&vp, VIRTIO_DRV_FEATURE_SEL, 1);
+	feat |= (u64)virtio_read32(&vp, VIRTIO_DRV_FEATURE) << 32;
 
-	u64 cap = mmio_read32(devcfg) | (u64)mmio_read32(devcfg + 4) << 32;
+	u64 cap = mmio_read32(vp.device) | (u64)mmio_read32(vp.device + 4) << 32;
 	printf("virtio-blk: capacity=%lu\n", cap);
 	if (feat & F_BLK_SIZE)
-		printf("virtio-blk: blk_size=%u\n", mmio_read32(devcfg + 20));
+		printf("virtio-blk: blk_size=%u\n", mmio_read32(vp.device + 20));
 	if (!check(cap >= 1024, "disk too small (%lu sectors)", cap))
 		finish();
 
 	char arg[32];
 	if (cmdline_get(boot_info.cmdline, "blk_bench", arg, sizeof(arg))) {
 		bench(cap, parse_u64(arg));
-		w8(0x14, 0);
+		virtio_set_status(&vp, 0);
 		finish();
 	}
 	u64 sites = 16;
@@ -350,10 +284,12 @@ int guest_main(void)
 		hdr = (struct req_hdr){T_IN, 0, s};
 		status = 0xff;
 		memset(buf, 0, IO_BYTES);
-		itab[0] = (struct desc){(u64)&hdr, sizeof(hdr), D_NEXT, 1};
-		itab[1] = (struct desc){(u64)buf, IO_BYTES, D_NEXT | D_WRITE, 2};
-		itab[2] = (struct desc){(u64)&status, 1, D_WRITE, 0};
-		dtab[0] = (struct desc){(u64)itab, 3 * sizeof(struct desc), D_INDIRECT, 0};
+		itab[0] = (struct virtq_desc){(u64)&hdr, sizeof(hdr), VIRTQ_DESC_F_NEXT, 1};
+		itab[1] = (struct virtq_desc){(u64)buf, IO_BYTES,
+					      VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2};
+		itab[2] = (struct virtq_desc){(u64)&status, 1, VIRTQ_DESC_F_WRITE, 0};
+		dtab[0] = (struct virtq_desc){(u64)itab, 3 * sizeof(struct virtq_desc),
+					      VIRTQ_DESC_F_INDIRECT, 0};
 		int n = submit();
 		check(n == IO_BYTES + 1, "indirect read used length %d", n);
 		check(status == 0 && matches(s), "indirect read wrong (status %u)", status);
@@ -380,6 +316,6 @@ int guest_main(void)
 	}
 	if (feat & F_FLUSH)
 		check(request(T_FLUSH, 0, NULL, 0, 0) == 0, "final flush failed");
-	w8(0x14, 0); /* reset: the device stops using our rings */
+	virtio_set_status(&vp, 0); /* reset: the device stops using our rings */
 	finish();
 }

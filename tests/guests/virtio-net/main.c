@@ -14,35 +14,21 @@
  *   virtio-net: ready …            when the UDP datagrams are out and pings are answered
  *   virtio-net: arp_replies=… icmp_replies=… udp_sent=… rx=… tx=… bad_num_buffers=…  at the end. */
 #include "rvmm.h"
-
-#define VIRTIO_VENDOR 0x1af4
-#define CAP_VENDOR 0x09
-#define CFG_COMMON 1
-#define CFG_NOTIFY 2
-#define CFG_ISR 3
-#define CFG_DEVICE 4
-
-#define ST_ACK 1
-#define ST_DRIVER 2
-#define ST_DRIVER_OK 4
-#define ST_FEATURES_OK 8
+#include "virtio.h"
 
 #define F_MAC (1ul << 5)
 #define F_VERSION_1 (1ul << 32)
 
-#define D_WRITE 2
 
 #define QSIZE 16
 #define BUFSZ 2048
 #define NET_HDR 12 /* struct virtio_net_hdr_v1: VERSION_1 always uses num_buffers */
 
-struct desc { u64 addr; u32 len; u16 flags, next; } __attribute__((packed));
-struct avail { u16 flags, idx, ring[QSIZE], used_event; } __attribute__((packed));
-struct used_elem { u32 id, len; } __attribute__((packed));
-struct used { u16 flags, idx; struct used_elem ring[QSIZE]; u16 avail_event; } __attribute__((packed));
+VIRTQ_AVAIL(avail, QSIZE);
+VIRTQ_USED(used, QSIZE);
 
 struct vq {
-	struct desc d[QSIZE] __attribute__((aligned(4096)));
+	struct virtq_desc d[QSIZE] __attribute__((aligned(4096)));
 	struct avail a __attribute__((aligned(4096)));
 	struct used u __attribute__((aligned(4096)));
 	u16 avail_idx, last_used, notify_off, index;
@@ -52,104 +38,51 @@ static struct vq rxq, txq;
 static u8 rxbuf[QSIZE][BUFSZ] __attribute__((aligned(4096)));
 static u8 txbuf[QSIZE][BUFSZ] __attribute__((aligned(4096)));
 
-static u64 common, notify, isr, devcfg;
-static u32 notify_mult;
+static struct virtio_pci vp;
 static u8 mac[6], peer_mac[6], my_ip[4], peer_ip[4];
 static int have_peer;
 static int arp_replies, icmp_replies, udp_sent, rx_frames, tx_frames, bad_num_buffers;
-
-static u64 bar_addr(u8 dev, int bar)
-{
-	u32 lo = pci_cfg_read32(0, dev, 0, 0x10 + 4 * bar);
-	u64 a = lo & ~0xful;
-	if ((lo & 6) == 4)
-		a |= (u64)pci_cfg_read32(0, dev, 0, 0x14 + 4 * bar) << 32;
-	return a;
-}
-
-static u8 c8(u32 o) { return mmio_read8(common + o); }
-static u16 c16(u32 o) { return mmio_read16(common + o); }
-static u32 c32(u32 o) { return mmio_read32(common + o); }
-static void w8(u32 o, u8 v) { mmio_write8(common + o, v); }
-static void w16(u32 o, u16 v) { mmio_write16(common + o, v); }
-static void w32(u32 o, u32 v) { mmio_write32(common + o, v); }
-static void w64(u32 o, u64 v) { w32(o, (u32)v); w32(o + 4, (u32)(v >> 32)); }
 
 /* Notify the device unless it asked not to be (VRING_USED_F_NO_NOTIFY; §2.7.7). */
 static void kick(struct vq *q)
 {
 	__sync_synchronize();
 	if (!(*(volatile u16 *)&q->u.flags & 1))
-		mmio_write16(notify + (u64)q->notify_off * notify_mult, q->index);
+		virtio_notify(&vp, q->notify_off, q->index);
 }
 
 static int setup_queue(struct vq *q, u16 index)
 {
-	w16(0x16, index);
-	u16 max = c16(0x18);
+	u16 max = virtio_queue_select(&vp, index);
 	if (!check(max >= QSIZE, "queue %u too small (%u)", index, max))
 		return -1;
-	w16(0x18, QSIZE);
-	w16(0x1a, 0xffff); /* no MSI-X vector: we poll */
-	w64(0x20, (u64)q->d);
-	w64(0x28, (u64)&q->a);
-	w64(0x30, (u64)&q->u);
-	q->notify_off = c16(0x1e);
 	q->index = index;
-	w16(0x1c, 1);
-	return check(c16(0x1c) == 1, "queue %u enable did not stick", index) ? 0 : -1;
+	/* No MSI-X vector: we poll. */
+	int on = virtio_queue_setup(&vp, QSIZE, 0xffff, q->d, &q->a, &q->u, &q->notify_off);
+	return check(on, "queue %u enable did not stick", index) ? 0 : -1;
 }
 
 static int setup(u8 dev)
 {
-	u32 cmd = pci_cfg_read32(0, dev, 0, 4);
-	pci_cfg_write32(0, dev, 0, 4, (cmd & 0xffff) | 0x6);
-	for (u8 p = pci_cfg_read8(0, dev, 0, 0x34) & 0xfc; p; p = pci_cfg_read8(0, dev, 0, p + 1) & 0xfc) {
-		if (pci_cfg_read8(0, dev, 0, p) != CAP_VENDOR)
-			continue;
-		u8 type = pci_cfg_read8(0, dev, 0, p + 3);
-		u8 bar = pci_cfg_read8(0, dev, 0, p + 4);
-		u32 off = pci_cfg_read32(0, dev, 0, p + 8);
-		if (bar > 5)
-			continue;
-		u64 a = bar_addr(dev, bar) + off;
-		if (type == CFG_COMMON && !common) common = a;
-		if (type == CFG_ISR && !isr) isr = a;
-		if (type == CFG_DEVICE && !devcfg) devcfg = a;
-		if (type == CFG_NOTIFY && !notify) {
-			notify = a;
-			notify_mult = pci_cfg_read32(0, dev, 0, p + 16);
-		}
-	}
-	if (!check(common && notify && devcfg, "missing virtio capability"))
+	virtio_pci_find(dev, &vp);
+	if (!check(vp.common && vp.notify && vp.device, "missing virtio capability"))
 		return -1;
-	if (!check(common < (1ul << 32) && notify < (1ul << 32), "BARs above 4 GiB are not mapped"))
+	if (!check(vp.common < (1ul << 32) && vp.notify < (1ul << 32), "BARs above 4 GiB are not mapped"))
 		return -1;
-	w8(0x14, 0);
-	u64 deadline = tsc_deadline_ms(1000);
-	while (c8(0x14) != 0 && rdtsc() < deadline)
-		cpu_relax();
-	w8(0x14, ST_ACK);
-	w8(0x14, ST_ACK | ST_DRIVER);
-	w32(0x00, 0);
-	u64 feat = c32(0x04);
-	w32(0x00, 1);
-	feat |= (u64)c32(0x04) << 32;
+	virtio_reset(&vp);
+	virtio_set_status(&vp, VIRTIO_ST_ACK);
+	virtio_set_status(&vp, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER);
+	u64 feat = virtio_device_features(&vp);
 	printf("virtio-net: device_features=%#lx\n", feat);
 	if (!check((feat & F_VERSION_1) != 0, "device does not offer VERSION_1"))
 		return -1;
 	/* Only what this driver handles: no offloads, no merged buffers, no control queue. */
 	u64 drv = feat & (F_VERSION_1 | F_MAC);
-	w32(0x08, 0);
-	w32(0x0c, (u32)drv);
-	w32(0x08, 1);
-	w32(0x0c, (u32)(drv >> 32));
-	w8(0x14, ST_ACK | ST_DRIVER | ST_FEATURES_OK);
-	if (!check(c8(0x14) & ST_FEATURES_OK, "device refused our features"))
+	if (!check(virtio_set_features(&vp, drv), "device refused our features"))
 		return -1;
 	if (drv & F_MAC) {
 		for (int i = 0; i < 6; i++)
-			mac[i] = mmio_read8(devcfg + i);
+			mac[i] = mmio_read8(vp.device + i);
 	} else {
 		static const u8 fallback[6] = {0x52, 0x54, 0x00, 0x00, 0x00, 0x42};
 		memcpy(mac, fallback, 6);
@@ -158,16 +91,19 @@ static int setup(u8 dev)
 		return -1;
 	/* All receive buffers go to the device before DRIVER_OK. */
 	for (u16 i = 0; i < QSIZE; i++) {
-		rxq.d[i] = (struct desc){(u64)rxbuf[i], BUFSZ, D_WRITE, 0};
+		rxq.d[i] = (struct virtq_desc){(u64)rxbuf[i], BUFSZ, VIRTQ_DESC_F_WRITE, 0};
 		rxq.a.ring[i] = i;
 	}
 	barrier();
 	rxq.a.idx = rxq.avail_idx = QSIZE;
-	w8(0x14, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+	virtio_set_status(&vp, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER | VIRTIO_ST_FEATURES_OK |
+				       VIRTIO_ST_DRIVER_OK);
 	kick(&rxq);
 	printf("virtio-net: mac=%02x:%02x:%02x:%02x:%02x:%02x driver_features=%#lx\n", mac[0], mac[1],
 	       mac[2], mac[3], mac[4], mac[5], drv);
-	return check(!(c8(0x14) & 0x40), "device needs reset after DRIVER_OK") ? 0 : -1;
+	return check(!(virtio_status(&vp) & VIRTIO_ST_NEEDS_RESET), "device needs reset after DRIVER_OK")
+		       ? 0
+		       : -1;
 }
 
 /* Wait for a free transmit slot (reclaiming used ones); -1 after 2 s. */
@@ -193,7 +129,7 @@ static int send_frame(const u8 *frame, u32 len)
 	u8 *b = txbuf[slot];
 	memset(b, 0, NET_HDR);
 	memcpy(b + NET_HDR, frame, len);
-	txq.d[slot] = (struct desc){(u64)b, NET_HDR + len, 0, 0};
+	txq.d[slot] = (struct virtq_desc){(u64)b, NET_HDR + len, 0, 0};
 	txq.a.ring[txq.avail_idx % QSIZE] = (u16)slot;
 	barrier();
 	txq.a.idx = ++txq.avail_idx;
@@ -292,7 +228,7 @@ static void poll_rx(void)
 {
 	while (*(volatile u16 *)&rxq.u.idx != rxq.last_used) {
 		barrier();
-		struct used_elem e = rxq.u.ring[rxq.last_used % QSIZE];
+		struct virtq_used_elem e = rxq.u.ring[rxq.last_used % QSIZE];
 		rxq.last_used++;
 		if (check(e.id < QSIZE && e.len >= NET_HDR + 14 && e.len <= BUFSZ,
 			  "bad used entry id=%u len=%u", e.id, e.len)) {
@@ -488,6 +424,6 @@ int guest_main(void)
 	       arp_replies, icmp_replies, udp_sent, rx_frames, tx_frames, bad_num_buffers);
 	check((u64)icmp_replies >= pings, "answered %d of %lu pings", icmp_replies, pings);
 	check((u64)udp_sent == udp, "sent %d of %lu datagrams", udp_sent, udp);
-	w8(0x14, 0);
+	virtio_set_status(&vp, 0);
 	finish();
 }
