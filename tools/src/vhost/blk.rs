@@ -86,6 +86,8 @@ impl VhostUserBackendMut for BlkBackend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        // vhost-user limits config messages to 256 bytes; never allocate what a frontend asks.
+        let size = size.min(256);
         let cfg = block::config_space(&self.settings, self.queues);
         super::config_slice(&cfg, offset, size)
     }

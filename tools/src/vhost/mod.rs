@@ -75,10 +75,9 @@ where
 }
 
 /// Bytes `offset..offset + size` of the config space `cfg` for a GET_CONFIG reply, zero past
-/// its end. vhost-user limits config messages to 256 bytes, so a larger `size` is cut to that
-/// rather than allocated.
+/// its end (the vhost crate has already checked that `offset + size` is at most 4 KiB).
 fn config_slice(cfg: &[u8], offset: u32, size: u32) -> Vec<u8> {
-    let size = size.min(256) as usize;
+    let size = size as usize;
     let start = (offset as usize).min(cfg.len());
     let end = start.saturating_add(size).min(cfg.len());
     let mut out = cfg[start..end].to_vec();
@@ -91,9 +90,9 @@ mod tests {
     use super::config_slice;
 
     #[test]
-    fn config_slice_pads_with_zeroes_and_caps_the_size() {
+    fn config_slice_pads_with_zeroes() {
         assert_eq!(config_slice(&[1, 2, 3], 1, 4), vec![2, 3, 0, 0]);
         assert_eq!(config_slice(&[1, 2, 3], u32::MAX, 2), vec![0, 0]);
-        assert_eq!(config_slice(&[1, 2, 3], 0, u32::MAX).len(), 256);
+        assert_eq!(config_slice(&[1, 2, 3], 0, 0), Vec::<u8>::new());
     }
 }
