@@ -7,7 +7,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -146,10 +146,8 @@ impl Bench {
         }
     }
 
-    /// Start the VMM; returns the child, the time of the first serial byte, the time the
-    /// marker appeared (if asked) and the total output, reading until exit or `until` matches.
-    fn run(&self, vmm: Vmm, kernel: &Path, marker: Option<&str>) -> Result<Run> {
-        let t0 = Instant::now();
+    /// Start the VMM with its serial output (stdout) piped to us.
+    fn spawn(&self, vmm: Vmm, kernel: &Path) -> Result<(Child, ChildStdout)> {
         let mut child = self
             .command(vmm, kernel)
             .stdin(Stdio::null())
@@ -157,7 +155,15 @@ impl Bench {
             .stderr(Stdio::null())
             .spawn()
             .context("cannot start the VMM")?;
-        let mut out = child.stdout.take().context("no stdout")?;
+        let out = child.stdout.take().context("no stdout")?;
+        Ok((child, out))
+    }
+
+    /// Start the VMM; returns the child, the time of the first serial byte, the time the
+    /// marker appeared (if asked) and the total output, reading until exit or `until` matches.
+    fn run(&self, vmm: Vmm, kernel: &Path, marker: Option<&str>) -> Result<Run> {
+        let t0 = Instant::now();
+        let (mut child, mut out) = self.spawn(vmm, kernel)?;
         let mut first = None;
         let mut marked = None;
         let mut seen = Vec::new();
@@ -186,14 +192,7 @@ impl Bench {
 
     /// Resident memory of the VMM while the built-in spinning guest runs.
     fn rss_kib(&self, vmm: Vmm, kernel: &Path) -> Result<u64> {
-        let mut child = self
-            .command(vmm, kernel)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start the VMM")?;
-        let mut out = child.stdout.take().context("no stdout")?;
+        let (mut child, mut out) = self.spawn(vmm, kernel)?;
         let mut b = [0u8; 1];
         let r = out.read(&mut b);
         // Let the VMM settle after the guest's first output.

@@ -119,6 +119,30 @@ fn parse_size(s: &str) -> Result<(u16, u16)> {
 }
 
 /// Serve the std-VGA model in text mode with `message` on its first row.
+/// Serve `fb` as desktop `name` on `listen`, printing the bound addresses for scripts and
+/// tests to connect to; the caller keeps the returned server alive while it serves.
+fn start_server(
+    listen: &vnc::config::VncListen,
+    fb: Arc<Mutex<dyn Framebuffer>>,
+    name: &str,
+) -> Result<VncServer> {
+    let server = VncServer::from_config(
+        listen,
+        fb,
+        Arc::new(PrintInput),
+        VncServerOptions {
+            name: name.into(),
+            ..Default::default()
+        },
+    )
+    .context("starting the VNC server")?;
+    for a in server.local_addrs() {
+        println!("listening on {a}");
+    }
+    let _ = std::io::stdout().flush();
+    Ok(server)
+}
+
 fn serve_text(listen: &vnc::config::VncListen, message: &str, seconds: u64) -> Result<()> {
     use devices::bus::BusDevice;
     use devices::vga::{HeapVram, Vga};
@@ -131,20 +155,11 @@ fn serve_text(listen: &vnc::config::VncListen, message: &str, seconds: u64) -> R
     for (i, b) in message.bytes().take(80).enumerate() {
         window.write(0x18000 + i as u64 * 2, &[b, 0x1f]);
     }
-    let server = VncServer::from_config(
+    let _server = start_server(
         listen,
         Arc::new(Mutex::new(vga.display())),
-        Arc::new(PrintInput),
-        VncServerOptions {
-            name: "rvmm-vnc-demo (VGA text)".into(),
-            ..Default::default()
-        },
-    )
-    .context("starting the VNC server")?;
-    for a in server.local_addrs() {
-        println!("listening on {a}");
-    }
-    let _ = std::io::stdout().flush();
+        "rvmm-vnc-demo (VGA text)",
+    )?;
     let start = Instant::now();
     while seconds == 0 || start.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_millis(100));
@@ -169,20 +184,7 @@ fn main() -> Result<()> {
         frame: 0,
         dirty: Dirty::None,
     }));
-    let server = VncServer::from_config(
-        &listen,
-        pattern.clone(),
-        Arc::new(PrintInput),
-        VncServerOptions {
-            name: "rvmm-vnc-demo".into(),
-            ..Default::default()
-        },
-    )
-    .context("starting the VNC server")?;
-    for a in server.local_addrs() {
-        println!("listening on {a}");
-    }
-    let _ = std::io::stdout().flush();
+    let _server = start_server(&listen, pattern.clone(), "rvmm-vnc-demo")?;
     let start = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(40));
