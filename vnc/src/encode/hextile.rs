@@ -82,39 +82,16 @@ fn encode_tile(
         flags |= BACKGROUND_SPECIFIED;
         conv.put(back, out);
     }
-    if let (Some(front), false) = (two, many) {
+    if two.is_some() || many {
         flags |= ANY_SUBRECTS;
-        if *fg != Some(front) {
-            flags |= FOREGROUND_SPECIFIED;
-            conv.put(front, out);
-        }
-        let count_at = out.len();
-        out.push(0);
-        let n = subrects(
-            px,
-            w,
-            h,
-            back,
-            raw_size,
-            |_, x, y, sw, sh, out| {
-                out.push(((x as u8) << 4) | y as u8);
-                out.push((((sw - 1) as u8) << 4) | (sh - 1) as u8);
-            },
-            out,
-            start,
-        );
-        match n {
-            Some(n) => {
-                out[count_at] = n;
-                out[start] = flags;
-                *bg = Some(back);
-                *fg = Some(front);
-                return;
+        if many {
+            flags |= SUBRECTS_COLOURED;
+        } else if let Some(front) = two {
+            if *fg != Some(front) {
+                flags |= FOREGROUND_SPECIFIED;
+                conv.put(front, out);
             }
-            None => out.truncate(start),
         }
-    } else if many {
-        flags |= ANY_SUBRECTS | SUBRECTS_COLOURED;
         let count_at = out.len();
         out.push(0);
         let n = subrects(
@@ -124,7 +101,9 @@ fn encode_tile(
             back,
             raw_size,
             |c, x, y, sw, sh, out| {
-                conv.put(c, out);
+                if many {
+                    conv.put(c, out);
+                }
                 out.push(((x as u8) << 4) | y as u8);
                 out.push((((sw - 1) as u8) << 4) | (sh - 1) as u8);
             },
@@ -137,7 +116,7 @@ fn encode_tile(
                 out[start] = flags;
                 *bg = Some(back);
                 // Decoders differ on what foreground a coloured tile leaves behind.
-                *fg = None;
+                *fg = if many { None } else { two };
                 return;
             }
             None => out.truncate(start),
