@@ -96,3 +96,20 @@ fn emulation_failure_reports_registers_and_exits() {
         out.report()
     );
 }
+
+/// A guest that resets as fast as it boots must not keep SIGTERM from stopping rvmm (the signal
+/// used to be checked only when no VM event arrived for 50 ms).
+#[test]
+fn sigterm_stops_a_guest_in_a_reset_loop() {
+    let out = rvmm()
+        .kernel(guest("reboot"))
+        .timeout(Duration::from_secs(20))
+        .signal_when("reboot: boot", libc::SIGTERM)
+        .run();
+    assert!(
+        !out.timed_out,
+        "rvmm kept restarting the VM after SIGTERM\n{}",
+        out.report()
+    );
+    assert_eq!(out.status, Some(128 + libc::SIGTERM), "{}", out.report());
+}

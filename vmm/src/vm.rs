@@ -334,14 +334,15 @@ impl Vm {
             None
         };
         let event = loop {
+            // Checked before every wait, not only on timeouts: a guest that resets faster
+            // than the timeout would otherwise keep a SIGTERM from ever being seen.
+            let s = signal.load(Ordering::Acquire);
+            if s != 0 {
+                break VmEvent::Signal(s as i32);
+            }
             match events_rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(e) => break e,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let s = signal.load(Ordering::Acquire);
-                    if s != 0 {
-                        break VmEvent::Signal(s as i32);
-                    }
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     break VmEvent::Fatal("every vCPU thread ended".into())
                 }
