@@ -12,6 +12,10 @@ pub const COMMAND_BUS_MASTER: u16 = 1 << 2;
 /// Command register: INTx assertion disabled.
 pub const COMMAND_INTX_DISABLE: u16 = 1 << 10;
 /// Status register: the capabilities list is valid.
+/// Offset of the status register.
+pub const STATUS_REG: u16 = 0x06;
+/// Status bit 3 (in the register's low byte): the function has an INTx interrupt pending.
+pub const STATUS_INTERRUPT: u8 = 1 << 3;
 const STATUS_CAP_LIST: u16 = 1 << 4;
 /// First byte after the standard header, where capabilities start.
 const FIRST_CAP: usize = 0x40;

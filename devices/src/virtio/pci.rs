@@ -13,7 +13,9 @@ use vm_memory::{GuestAddress, GuestAddressSpace};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{ActiveQueue, VirtioDevice, VirtioInterrupt, VirtioInterruptType};
-use crate::pci::config::{PciConfig, PciIdentity};
+use crate::pci::config::{
+    PciConfig, PciIdentity, COMMAND_INTX_DISABLE, STATUS_INTERRUPT, STATUS_REG,
+};
 use crate::pci::msix::{Msix, CAP_LEN as MSIX_CAP_LEN};
 use crate::pci::{
     IntxPin, IoEventRegistrar, MsiController, PciBarDef, PciBarKind, PciBarRegion, PciDevice,
@@ -93,12 +95,20 @@ struct QueueRegs {
 /// State the interrupt path shares with register accesses.
 struct IrqState {
     msix: Mutex<Msix>,
-    /// ISR status (bit 0 queue, bit 1 config), under the same lock as the INTx level so that
-    /// a read-to-clear cannot lose a concurrent assertion.
-    isr: Mutex<u8>,
+    /// ISR status (bit 0 queue, bit 1 config) and the command register's INTx-disable bit,
+    /// under one lock with the INTx level so that a read-to-clear or a toggle of the disable
+    /// bit cannot lose a concurrent assertion.
+    isr: Mutex<Isr>,
     intx: Arc<dyn IntxPin>,
     config_vector: Mutex<u16>,
     queue_vectors: Mutex<Vec<u16>>,
+}
+
+/// The ISR bits and whether the guest has disabled INTx (PCI command bit 10).
+#[derive(Default)]
+struct Isr {
+    bits: u8,
+    intx_disabled: bool,
 }
 
 fn lk<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,13 +118,34 @@ fn lk<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl IrqState {
     fn isr_read_clear(&self) -> u8 {
         let mut isr = lk(&self.isr);
-        let v = std::mem::take(&mut *isr);
-        if v != 0 {
-            if let Err(e) = self.intx.set_level(false) {
-                log::error!("virtio-pci: deasserting INTx failed: {e}");
-            }
+        let v = std::mem::take(&mut isr.bits);
+        if v != 0 && !isr.intx_disabled {
+            self.set_line(false);
         }
         v
+    }
+
+    /// Whether an interrupt is pending on INTx (the PCI status register's bit 3).
+    fn intx_pending(&self) -> bool {
+        lk(&self.isr).bits != 0
+    }
+
+    /// Follow the command register's INTx-disable bit: a pending interrupt leaves the line
+    /// while disabled and returns to it when enabled again (PCI 3.0 §6.2.2).
+    fn set_intx_disabled(&self, disabled: bool) {
+        let mut isr = lk(&self.isr);
+        if isr.intx_disabled != disabled {
+            isr.intx_disabled = disabled;
+            if isr.bits != 0 {
+                self.set_line(!disabled);
+            }
+        }
+    }
+
+    fn set_line(&self, asserted: bool) {
+        if let Err(e) = self.intx.set_level(asserted) {
+            log::error!("virtio-pci: setting INTx to {asserted} failed: {e}");
+        }
     }
 }
 
@@ -143,11 +174,12 @@ impl VirtioInterrupt for PciInterrupt {
             }
         }
         let mut isr = lk(&s.isr);
-        let was = *isr;
-        *isr |= bit;
+        let was = isr.bits;
+        isr.bits |= bit;
         // A non-zero ISR means the line is already asserted (reading the ISR lowers it):
-        // no need to raise it again for every completion of a polling driver.
-        if was != 0 {
+        // no need to raise it again for every completion of a polling driver. With INTx
+        // disabled the interrupt only shows in the ISR and the status register.
+        if was != 0 || isr.intx_disabled {
             return Ok(());
         }
         s.intx.set_level(true)
@@ -255,7 +287,7 @@ impl VirtioPciDevice {
             .collect::<std::io::Result<Vec<_>>>()?;
         let irq = Arc::new(IrqState {
             msix: Mutex::new(msix),
-            isr: Mutex::new(0),
+            isr: Mutex::new(Isr::default()),
             intx: host.intx.clone(),
             config_vector: Mutex::new(NO_VECTOR),
             queue_vectors: Mutex::new(vec![NO_VECTOR; nq]),
@@ -576,7 +608,16 @@ impl PciDevice for VirtioPciDevice {
                 return;
             }
         }
-        self.config.read(offset, data)
+        self.config.read(offset, data);
+        // Status register bit 3: INTx interrupt pending.
+        if let Some(b) = (STATUS_REG as usize)
+            .checked_sub(offset as usize)
+            .and_then(|i| data.get_mut(i))
+        {
+            if self.irq.intx_pending() {
+                *b |= STATUS_INTERRUPT;
+            }
+        }
     }
 
     fn config_write(&mut self, offset: u16, data: &[u8]) {
@@ -589,6 +630,8 @@ impl PciDevice for VirtioPciDevice {
             return;
         }
         self.config.write(offset, data);
+        self.irq
+            .set_intx_disabled(self.config.command() & COMMAND_INTX_DISABLE != 0);
         let ctrl_off = self.msix_cap + 2;
         let end = offset as usize + data.len();
         if (offset as usize) < ctrl_off + 2 && end > ctrl_off {

@@ -7,7 +7,7 @@ use vm_memory::GuestAddress;
 
 use super::*;
 use crate::bus::BusDevice;
-use crate::pci::config::COMMAND_MEMORY;
+use crate::pci::config::{COMMAND_INTX_DISABLE, COMMAND_MEMORY};
 use crate::pci::msix::tests::RecordingMsi;
 use crate::pci::{PciRoot, PciWindows};
 
@@ -276,6 +276,38 @@ fn negotiation_activation_msix_and_reset() {
         "raised again after the ISR read"
     );
     assert_eq!(r.r(ISR_OFF, 1), 2);
+
+    // INTx disable (command bit 10): a pending interrupt leaves the line but shows in the
+    // status register; enabling INTx again raises the line for it.
+    irq.trigger(VirtioInterruptType::Queue(0)).unwrap();
+    assert!(r.pin.0.load(Ordering::SeqCst));
+    assert_ne!(r.cfg_r(6, 2) & 0x08, 0, "status: interrupt pending");
+    r.cfg_w16(4, COMMAND_MEMORY | COMMAND_INTX_DISABLE);
+    assert!(
+        !r.pin.0.load(Ordering::SeqCst),
+        "disabled INTx drops the line"
+    );
+    assert_ne!(r.cfg_r(4, 4) & (0x08 << 16), 0, "still pending in status");
+    r.cfg_w16(4, COMMAND_MEMORY);
+    assert!(
+        r.pin.0.load(Ordering::SeqCst),
+        "re-enabled INTx raises it again"
+    );
+    r.cfg_w16(4, COMMAND_MEMORY | COMMAND_INTX_DISABLE);
+    assert_eq!(r.r(ISR_OFF, 1), 1);
+    assert_eq!(
+        r.cfg_r(6, 1) & 0x08,
+        0,
+        "no longer pending after the ISR read"
+    );
+    irq.trigger(VirtioInterruptType::Config).unwrap();
+    assert!(!r.pin.0.load(Ordering::SeqCst), "no INTx while disabled");
+    assert_eq!(r.r(ISR_OFF, 1), 2, "the ISR still records it");
+    r.cfg_w16(4, COMMAND_MEMORY);
+    assert!(
+        !r.pin.0.load(Ordering::SeqCst),
+        "nothing pending, nothing raised"
+    );
 
     // MSI-X on: program vector 1, unmask, and the queue interrupt goes there.
     let msix = r.caps().iter().find(|c| c.0 == 0x11).unwrap().1;
