@@ -176,12 +176,20 @@ fn keymap() -> Result<Vec<(u32, u16, u8)>, String> {
     Ok(table)
 }
 
+/// Run this script again on every build while a table is blank. Packages keep their files'
+/// original (old) mtimes, so a source installed after a failed build would never look changed
+/// to cargo; a path that never exists always does.
+fn rerun_until_generated(out_dir: &str) {
+    println!("cargo:rerun-if-changed={out_dir}/never-created-rerun-while-tables-are-blank");
+}
+
 fn main() {
     let out_dir = std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into());
     let (glyphs, source) = match font() {
         Ok(g) => (g, FONT.to_string()),
         Err(e) => {
             println!("cargo:warning=VGA font not generated: {e}; install console-setup-linux and locales (scripts/setup.sh)");
+            rerun_until_generated(&out_dir);
             (vec![[0u8; 16]; 256], String::new())
         }
     };
@@ -206,6 +214,7 @@ fn main() {
 
     let table = keymap().unwrap_or_else(|e| {
         println!("cargo:warning=keymap not generated: {e}; install qemu-system-data and x11proto-dev (scripts/setup.sh)");
+        rerun_until_generated(&out_dir);
         Vec::new()
     });
     let mut s = String::new();
