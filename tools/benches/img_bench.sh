@@ -3,12 +3,22 @@
 # convert. Prints IOPS / MiB/s for both and the ratio ours/theirs.
 #
 # Usage: tools/benches/img_bench.sh [workdir]     (needs qemu-img; builds rvmm-img --release)
-# Env:   COUNT (4K requests per case, default 200000), SIZE (image size, default 1G)
+# Env:   COUNT (4K requests per case, default 200000), SIZE (image size, default 1G),
+#        REPEAT (runs per case, best kept, default 3), RVMM_IMG (use this binary, no build)
+#
+# Fairness: both tools run under the same conditions. Before every timed write or convert run
+# the previous target is deleted and the page cache's dirty data is written back (`sync`)
+# outside the timed region, so neither tool pays for writeback or truncation the other (or an
+# earlier case) left behind. Read cases run on images already in the page cache for both.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build -q --release -p tools --bin rvmm-img 2>/dev/null || cargo build --release -p tools --bin rvmm-img
-OURS=$CARGO_TARGET_DIR/release/rvmm-img
+if [ -n "${RVMM_IMG:-}" ]; then
+  OURS=$RVMM_IMG
+else
+  cargo build -q --release -p tools --bin rvmm-img 2>/dev/null || cargo build --release -p tools --bin rvmm-img
+  OURS=$CARGO_TARGET_DIR/release/rvmm-img
+fi
 W=${1:-$(mktemp -d)}
 COUNT=${COUNT:-200000}
 SIZE=${SIZE:-1G}
@@ -20,12 +30,17 @@ qemu-img create -q -f raw "$W/data.raw" "$SIZE"
 qemu-io -f raw -c "write -P 0x5a 0 $SIZE" "$W/data.raw" >/dev/null
 qemu-img convert -O qcow2 "$W/data.raw" "$W/data.qcow2"
 
-# seconds <cmd...>: best wall time of $REPEAT runs of a command, in seconds (the machine is
-# shared; the best run is the least disturbed one).
+# seconds [--before CMD] <cmd...>: best wall time of $REPEAT runs of a command, in seconds
+# (the machine is shared; the best run is the least disturbed one). CMD (a shell snippet: undo
+# the previous run, e.g. delete its target) runs before each run, followed by `sync`; neither
+# is timed.
 REPEAT=${REPEAT:-3}
 seconds() {
-  local t0 t1 d best=""
+  local t0 t1 d best="" before=:
+  if [ "$1" = --before ]; then before=$2; shift 2; fi
   for _ in $(seq "$REPEAT"); do
+    eval "$before"
+    sync
     t0=$(date +%s.%N)
     "$@" >/dev/null 2>&1
     t1=$(date +%s.%N)
@@ -47,11 +62,13 @@ bench_case() { # name img count extra-flags...
   local name=$1 img=$2 n=$3 fmt=${2##*.}
   shift 3
   set -- -f "$fmt" "$@"
-  local a b run=$img
-  # Writes go to a copy so every case starts from the same image.
-  if [[ " $* " == *" -w "* ]]; then run=$W/run.img; cp --reflink=auto "$img" "$run"; fi
+  local a b run=$img write=
+  # Writes go to a fresh copy for each tool so both start from the same image (its repeats
+  # rewrite the same offsets); seconds' sync leaves no dirty pages from the previous run.
+  if [[ " $* " == *" -w "* ]]; then write=1; run=$W/run.img; fi
+  if [ -n "$write" ]; then rm -f "$run"; cp --reflink=auto "$img" "$run"; fi
   a=$(seconds "$OURS" bench -q -t writeback -c "$n" "$@" "$run")
-  if [[ " $* " == *" -w "* ]]; then cp --reflink=auto "$img" "$run"; fi
+  if [ -n "$write" ]; then rm -f "$run"; cp --reflink=auto "$img" "$run"; fi
   b=$(seconds qemu-img bench -t writeback -c "$n" "$@" "$run")
   row "$name" "req/s" "$(echo "$n / $a" | bc -l)" "$(echo "$n / $b" | bc -l)"
 }
@@ -87,12 +104,26 @@ ref "qcow2 4K random read d1" -d 1 -s 4k --random
 ref "qcow2 4K random read d32" -d 32 -s 4k --random
 ref "qcow2 4K seq read d1" -d 1 -s 4k
 
-# convert qcow2 -> raw.
-a=$(seconds "$OURS" convert -O raw "$W/data.qcow2" "$W/out1.raw")
-b=$(seconds qemu-img convert -O raw "$W/data.qcow2" "$W/out2.raw")
-cmp "$W/out1.raw" "$W/out2.raw"
+# convert. The target of the previous run is deleted before each run (untimed, then sync), so
+# no run pays for truncating or writing back another's output.
 bytes=$(stat -c %s "$W/data.raw")
-row "convert qcow2->raw" "MiB/s" "$(echo "$bytes / 1048576 / $a" | bc -l)" "$(echo "$bytes / 1048576 / $b" | bc -l)"
-a=$(seconds "$OURS" convert -O qcow2 "$W/data.raw" "$W/out1.qcow2")
-b=$(seconds qemu-img convert -O qcow2 "$W/data.raw" "$W/out2.qcow2")
-row "convert raw->qcow2" "MiB/s" "$(echo "$bytes / 1048576 / $a" | bc -l)" "$(echo "$bytes / 1048576 / $b" | bc -l)"
+convert_case() { # name src out-fmt out-ext extra-flags...
+  local name=$1 src=$2 ofmt=$3 ext=$4 a b
+  shift 4
+  a=$(seconds --before "rm -f '$W/out1.$ext' '$W/out2.$ext'" \
+    "$OURS" convert "$@" -O "$ofmt" "$src" "$W/out1.$ext")
+  b=$(seconds --before "rm -f '$W/out1.$ext' '$W/out2.$ext'" \
+    qemu-img convert "$@" -O "$ofmt" "$src" "$W/out2.$ext")
+  # Both outputs exist now (each tool's last run): they must hold the same data.
+  qemu-img compare -q "$W/out1.$ext" "$W/out2.$ext"
+  row "$name" "MiB/s" "$(echo "$bytes / 1048576 / $a" | bc -l)" "$(echo "$bytes / 1048576 / $b" | bc -l)"
+}
+convert_case "convert qcow2->raw" "$W/data.qcow2" raw raw
+convert_case "convert raw->qcow2" "$W/data.raw" qcow2 qcow2
+convert_case "convert qcow2->qcow2" "$W/data.qcow2" qcow2 qcow2
+convert_case "convert qcow2->qcow2 -W" "$W/data.qcow2" qcow2 qcow2 -W
+# Compression is CPU-bound: 64 MiB of text (decimal numbers, about 4:1 compressible; a
+# constant pattern would measure nothing), both tools on the same file.
+(seq 1 20000000 || true) | head -c 64M >"$W/small.raw"
+bytes=$(stat -c %s "$W/small.raw")
+convert_case "convert raw->qcow2 -c (64M)" "$W/small.raw" qcow2 qcow2 -c

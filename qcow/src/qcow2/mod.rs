@@ -1186,6 +1186,37 @@ impl Qcow2 {
     /// Write one whole guest cluster compressed (as `qemu-io write -c`); data that does not
     /// compress is written plainly. `data` must be one cluster (or the disk's tail).
     pub fn write_compressed(&self, goff: u64, data: &[u8]) -> BlockResult<()> {
+        let comp = self.compress_cluster(data)?;
+        self.write_compressed_payload(goff, data, comp.as_deref())
+    }
+
+    /// Compress one cluster's data (padded with zeroes to a whole cluster) with the image's
+    /// compression type; `None` when it does not shrink. Takes no lock, so callers may
+    /// compress clusters in parallel and hand the result to
+    /// [`Self::write_compressed_payload`].
+    pub fn compress_cluster(&self, data: &[u8]) -> BlockResult<Option<Vec<u8>>> {
+        let cs = self.cluster_size() as usize;
+        if data.len() > cs {
+            return Err(BlockError::Invalid(format!(
+                "compressed writes must cover one whole cluster ({cs} bytes at a cluster boundary)"
+            )));
+        }
+        if data.len() == cs {
+            return compress::compress(self.compression, data);
+        }
+        let mut full = data.to_vec();
+        full.resize(cs, 0);
+        compress::compress(self.compression, &full)
+    }
+
+    /// Store one guest cluster: `comp` is [`Self::compress_cluster`]'s result for `data`
+    /// (`None`: `data` is written plainly).
+    pub fn write_compressed_payload(
+        &self,
+        goff: u64,
+        data: &[u8],
+        comp: Option<&[u8]>,
+    ) -> BlockResult<()> {
         self.writable()?;
         let cs = self.cluster_size();
         if !goff.is_multiple_of(cs) || data.len() as u64 > cs {
@@ -1194,15 +1225,20 @@ impl Qcow2 {
             )));
         }
         check_range(goff, data.len() as u64, self.size())?;
-        let mut full = data.to_vec();
-        full.resize(cs as usize, 0);
+        if comp.is_some_and(|c| c.len() as u64 >= cs) {
+            return Err(BlockError::Invalid(
+                "a compressed payload must be smaller than a cluster".into(),
+            ));
+        }
         let _g = self.io_exclusive()?;
         let mut m = self.lock_meta()?;
-        let Some(comp) = compress::compress(m.h.compression_type, &full)? else {
-            return self.write_chunk(&mut m, goff, &full);
-        };
         let cx = self.cx();
         m.mark_dirty_if_lazy(cx)?;
+        let Some(comp) = comp else {
+            let mut full = data.to_vec();
+            full.resize(cs as usize, 0);
+            return self.write_chunk(&mut m, goff, &full);
+        };
         let clen = comp.len() as u64;
         let tail_room = match m.compressed_tail {
             Some((tail, _)) => m.refcount(cx, tail / cs)? < refcount::max(m.h.refcount_order),
@@ -1222,7 +1258,7 @@ impl Qcow2 {
                 h
             }
         };
-        self.cx().pwrite(&comp, host)?;
+        self.cx().pwrite(comp, host)?;
         let cb = m.cb();
         let x = 62 - (cb - 8);
         let nsect = (host + clen - 1) / 512 - host / 512;
