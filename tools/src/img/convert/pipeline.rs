@@ -6,7 +6,7 @@
 
 use anyhow::{anyhow, Error, Result};
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -65,9 +65,16 @@ impl Work {
     }
 }
 
-/// State the workers share: the first error, and whose turn it is to write.
+/// Whether the target's file system shares extents ([`clone_range`]): not yet tried, yes, no.
+const CLONE_UNKNOWN: u8 = 0;
+const CLONE_YES: u8 = 1;
+const CLONE_NO: u8 = 2;
+
+/// State the workers share: the first error, whose turn it is to write, what host-side copies
+/// the file system offers.
 struct Shared {
     stop: AtomicBool,
+    clone: AtomicU8,
     error: Mutex<Option<Error>>,
     next_write: Mutex<u64>,
     turn: Condvar,
@@ -138,6 +145,7 @@ pub fn copy(src: &dyn BlockBackend, dst: Sink<'_>, plan: &Plan<'_>) -> Result<()
     let workers = plan.workers.max(1);
     let shared = Shared {
         stop: AtomicBool::new(false),
+        clone: AtomicU8::new(CLONE_UNKNOWN),
         error: Mutex::new(None),
         next_write: Mutex::new(0),
         turn: Condvar::new(),
@@ -292,11 +300,12 @@ fn run_item(
         }
         Work::Copy { off, len, host } => {
             if let Some((sf, df)) = plan.offload {
-                if copy_range(sf, host, df, off, len) {
+                if host_copy(sf, host, df, off, len, plan.workers, shared) {
                     return shared.commit(plan.in_order, seq, || Ok(()));
                 }
             }
-            // Not copyable inside the kernel (or only partly): copy it through memory.
+            // Not copyable inside the kernel (or only partly), or slower there: copy it
+            // through memory.
             (off, len)
         }
         Work::Data { off, len } => (off, len),
@@ -394,6 +403,55 @@ fn runs(data: &[u8], granule: u64) -> Vec<(usize, usize, bool)> {
 pub fn is_zero(b: &[u8]) -> bool {
     b.chunks(256)
         .all(|c| c.iter().fold(0u8, |acc, &x| acc | x) == 0)
+}
+
+/// Copy a run host-side if that is the fast way; false: the caller reads and writes it.
+///
+/// Sharing extents (reflink: btrfs, XFS) copies no data at all and is always taken when the
+/// file system offers it. Otherwise `copy_file_range` copies through the page cache in one
+/// thread, and its writes serialise on the target's inode lock: measured here (ext4, 2 CPUs,
+/// 1 GiB cached qcow2 -> raw) 0.29 s with one or two workers, against 0.20 s for two
+/// workers doing pread + pwrite (the reads run on the other CPU meanwhile) and 0.35 s for one.
+/// So it is used only by a single worker.
+fn host_copy(
+    src: &File,
+    src_off: u64,
+    dst: &File,
+    dst_off: u64,
+    len: u64,
+    workers: usize,
+    shared: &Shared,
+) -> bool {
+    match shared.clone.load(Ordering::Relaxed) {
+        CLONE_NO => {}
+        state => {
+            if clone_range(src, src_off, dst, dst_off, len) {
+                shared.clone.store(CLONE_YES, Ordering::Relaxed);
+                return true;
+            }
+            // The first refusal means the file system cannot share extents; later ones (once
+            // it could) are runs it cannot share (unaligned tails): copy just those.
+            if state == CLONE_UNKNOWN {
+                shared.clone.store(CLONE_NO, Ordering::Relaxed);
+            }
+        }
+    }
+    workers == 1 && copy_range(src, src_off, dst, dst_off, len)
+}
+
+/// Make `[dst_off, dst_off+len)` of `dst` share `src`'s extents (FICLONERANGE); false when the
+/// file system refuses (no reflink support, different file systems, unaligned range).
+fn clone_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let arg = libc::file_clone_range {
+        src_fd: i64::from(src.as_raw_fd()),
+        src_offset: src_off,
+        src_length: len,
+        dest_offset: dst_off,
+    };
+    // SAFETY: both fds are open files we own; `arg` is a live, correctly laid out
+    // file_clone_range the kernel only reads.
+    unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONERANGE, &arg) == 0 }
 }
 
 /// Copy `len` bytes between files inside the kernel; false (nothing or part copied) means the
