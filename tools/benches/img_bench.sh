@@ -104,15 +104,16 @@ ref "qcow2 4K random read d1" -d 1 -s 4k --random
 ref "qcow2 4K random read d32" -d 32 -s 4k --random
 ref "qcow2 4K seq read d1" -d 1 -s 4k
 
-# convert. The target of the previous run is deleted before each run (untimed, then sync), so
-# no run pays for truncating or writing back another's output.
+# convert. Each tool's previous target is deleted before each of its runs (untimed, then sync),
+# so no run pays for truncating or writing back an earlier output.
 bytes=$(stat -c %s "$W/data.raw")
 convert_case() { # name src out-fmt out-ext extra-flags...
   local name=$1 src=$2 ofmt=$3 ext=$4 a b
   shift 4
-  a=$(seconds --before "rm -f '$W/out1.$ext' '$W/out2.$ext'" \
+  rm -f "$W/out1.$ext" "$W/out2.$ext"
+  a=$(seconds --before "rm -f '$W/out1.$ext'" \
     "$OURS" convert "$@" -O "$ofmt" "$src" "$W/out1.$ext")
-  b=$(seconds --before "rm -f '$W/out1.$ext' '$W/out2.$ext'" \
+  b=$(seconds --before "rm -f '$W/out2.$ext'" \
     qemu-img convert "$@" -O "$ofmt" "$src" "$W/out2.$ext")
   # Both outputs exist now (each tool's last run): they must hold the same data.
   qemu-img compare -q "$W/out1.$ext" "$W/out2.$ext"
