@@ -8,19 +8,19 @@
 pub mod disk;
 pub mod request;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use virtio_queue::{Queue, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemory};
+use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use disk::{Disk, DiskCache, DiskConfig, DiskDiscard, DiskError, DiskFormat, ImageLock};
 pub use request::{BlockQueueHandler, BlockSettings};
 
-use super::{ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt, VirtioInterruptType};
+use super::{
+    poll_avail, ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
+};
 use crate::virtio::activation::{read_config_bytes, WorkerThread};
 use crate::GuestMemoryAtomic;
 
@@ -173,20 +173,6 @@ const STOP: u64 = 2;
 /// (QEMU's IOThreads poll for up to 32 µs by default for the same reason).
 const POLL: Duration = Duration::from_micros(50);
 
-/// Whether the driver made a new request available within [`POLL`].
-fn poll_avail<M: GuestMemory>(mem: &M, queue: &Queue) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < POLL {
-        match queue.avail_idx(mem, Ordering::Acquire) {
-            Ok(i) if i.0 != queue.next_avail() => return true,
-            Ok(_) => std::hint::spin_loop(),
-            // A broken ring is reported when the worker serves the next kick.
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
 fn run_worker(
     mut handler: BlockQueueHandler,
     mem: GuestMemoryAtomic,
@@ -224,7 +210,7 @@ fn run_worker(
                     log::error!("virtio-blk: queue {} interrupt: {e}", q.index);
                 }
             }
-            if poll_avail(&*m, &q.queue) {
+            if poll_avail(&*m, &q.queue, POLL) {
                 continue;
             }
         }

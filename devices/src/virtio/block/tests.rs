@@ -948,11 +948,11 @@ fn worker_poll_sees_a_request_posted_after_the_last_one_was_served() {
     let mut q = r.queue();
     // Nothing available: the poll gives up after its time budget.
     let t = std::time::Instant::now();
-    assert!(!poll_avail(&r.mem, &q));
+    assert!(!poll_avail(&r.mem, &q, POLL));
     assert!(t.elapsed() >= POLL);
     // A posted chain is seen at once, and not any more once it has been popped.
     r.post(&[(DATA, 16, false), (DATA + 0x100, 1, true)]);
-    assert!(poll_avail(&r.mem, &q));
+    assert!(poll_avail(&r.mem, &q, POLL));
     assert!(q.pop_descriptor_chain(&r.mem).is_some());
-    assert!(!poll_avail(&r.mem, &q));
+    assert!(!poll_avail(&r.mem, &q, POLL));
 }

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use log::{debug, warn};
 use net::{TapQueue, VNET_HDR_LEN};
@@ -13,6 +14,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::ctrl::RxFilter;
+use crate::virtio::poll_avail;
 use crate::GuestMemoryMmap;
 
 /// Largest frame we move: a 64 KiB GSO super-frame plus Ethernet and VLAN headers, and the
@@ -98,8 +100,15 @@ pub struct NetQueuePair {
     /// Chains held, and their total writable size.
     rx_chains: u16,
     rx_capacity: usize,
+    /// How long [`Self::process_tx`] watches the tx ring for more frames before it lets the
+    /// guest notify again.
+    tx_poll: Duration,
     warned: bool,
 }
+
+/// Default for [`NetQueuePair::set_tx_poll`]: a guest streaming frames posts the next one
+/// within microseconds; 50 µs matches the virtio-blk worker's poll.
+pub const TX_POLL: Duration = Duration::from_micros(50);
 
 impl NetQueuePair {
     /// A handler moving frames between `tap` and one rx/tx queue pair.
@@ -119,8 +128,15 @@ impl NetQueuePair {
             rx_segs: Vec::new(),
             rx_chains: 0,
             rx_capacity: 0,
+            tx_poll: TX_POLL,
             warned: false,
         }
+    }
+
+    /// How long to watch the tx ring for more frames before notifications are re-enabled
+    /// (zero: never).
+    pub fn set_tx_poll(&mut self, budget: Duration) {
+        self.tx_poll = budget;
     }
 
     /// The tap queue (poll it for readability to know when to call [`Self::process_rx`]).
@@ -161,6 +177,11 @@ impl NetQueuePair {
                     return used;
                 }
                 used = true;
+            }
+            // While frames keep coming, keep the guest's kicks suppressed: each one is a
+            // guest exit, far dearer than watching the ring for a moment.
+            if used && !self.tx_poll.is_zero() && poll_avail(mem, queue, self.tx_poll) {
+                continue;
             }
             match queue.enable_notification(mem) {
                 Ok(true) => continue,

@@ -691,3 +691,47 @@ fn tx_buffer_spanning_two_memory_regions_is_sent_whole() {
     assert_eq!(recv(&wire).unwrap(), f);
     assert_eq!(counters.snapshot()[5], 0);
 }
+
+#[test]
+fn tx_poll_takes_frames_posted_meanwhile_with_kicks_suppressed() {
+    let mem = memory();
+    let (tap, wire) = wire();
+    let (mut h, counters, _) = pair(tap, false);
+    h.set_tx_poll(Duration::from_millis(300));
+    let mut d = Driver::new(16, 0x1_0000);
+    let mut q = d.queue();
+    let (f1, f2) = (frame([0xff; 6], 40, 1), frame([0xff; 6], 50, 2));
+    mem.write_slice(&f1, GuestAddress(0x10_0000)).unwrap();
+    mem.write_slice(&f2, GuestAddress(0x20_0000)).unwrap();
+    d.add(&mem, &[(0x10_0000, f1.len() as u32, false)]);
+    let used_flags = GuestAddress(d.used);
+    let (m2, len2) = (mem.clone(), f2.len() as u32);
+    let poster = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        // The device is still watching the ring: it has told the driver not to kick.
+        let flags: u16 = m2.read_obj(used_flags).unwrap();
+        d.add(&m2, &[(0x20_0000, len2, false)]);
+        (flags, d)
+    });
+    assert!(h.process_tx(&mem, &mut q));
+    let (flags_during_poll, mut d) = poster.join().unwrap();
+    assert_eq!(
+        flags_during_poll & 1,
+        1,
+        "VRING_USED_F_NO_NOTIFY while polling"
+    );
+    assert_eq!(recv(&wire).unwrap(), f1);
+    assert_eq!(
+        recv(&wire).unwrap(),
+        f2,
+        "the frame posted during the poll went out"
+    );
+    assert_eq!(d.take_used(&mem).len(), 2);
+    assert_eq!(counters.snapshot()[3], 2);
+    let flags: u16 = mem.read_obj(used_flags).unwrap();
+    assert_eq!(
+        flags & 1,
+        0,
+        "notifications are enabled again once the ring stays empty"
+    );
+}
