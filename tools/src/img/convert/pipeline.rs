@@ -109,13 +109,14 @@ impl Shared {
             return write();
         }
         // The writes are the serial part of the copy: a sleeping next writer would add its
-        // wake-up latency to every turn. Spin (briefly) for the turn first.
+        // wake-up latency to every turn. Poll (briefly) for the turn first, yielding the CPU
+        // between polls so that on a busy host the writer or anyone else runs instead.
         let spin = std::time::Instant::now();
         while self.turn_now.load(Ordering::Acquire) != seq
             && !self.stopped()
             && spin.elapsed() < TURN_SPIN
         {
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
         let mut next = self
             .next_write
