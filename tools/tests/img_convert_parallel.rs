@@ -3,34 +3,10 @@
 //! with `qemu-img compare` and `qemu-img check`; in-order writes give byte-identical qcow2
 //! files; a failing worker stops the copy with an error naming the offset.
 
+mod img_common;
+
+use img_common::{ok, run, s, MIB, RVMM_IMG};
 use std::path::Path;
-use std::process::{Command, Output};
-
-const RVMM_IMG: &str = env!("CARGO_BIN_EXE_rvmm-img");
-const MIB: u64 = 1 << 20;
-
-fn run(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"))
-}
-
-fn ok(cmd: &str, args: &[&str]) -> String {
-    let out = run(cmd, args);
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed ({:?}):\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A 40 MiB qcow2 over a 24 MiB qcow2 backing file: data in many 1 MiB stripes (aligned and
 /// not), zero clusters over backing data, compressed clusters, discarded ranges, and a tail

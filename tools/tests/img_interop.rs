@@ -4,35 +4,10 @@
 //! must equal `qemu-img convert -O raw`. Direction 2: we create and write; `qemu-img check`
 //! must find nothing and `qemu-img compare` must match a raw shadow written with the same ops.
 
+mod img_common;
+
+use img_common::{ok, run, s, MIB, RVMM_IMG};
 use std::path::Path;
-use std::process::{Command, Output};
-
-const RVMM_IMG: &str = env!("CARGO_BIN_EXE_rvmm-img");
-const MIB: u64 = 1 << 20;
-
-fn run(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    out
-}
-
-fn ok(cmd: &str, args: &[&str]) -> String {
-    let out = run(cmd, args);
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed ({:?}):\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A write workload in qemu-io syntax, also applied to a byte-vector shadow.
 #[derive(Clone, Copy, Debug)]
