@@ -215,7 +215,7 @@ impl Qcow2 {
                 ));
                 r.corruptions += 1;
             }
-            for j in 0..(cs / 8) as usize {
+            for j in 0..m.l2_entries() {
                 let e = m.l2_get(cx, l2, j)?;
                 let host = e & OFFSET_MASK;
                 if e & super::COMPRESSED != 0 || host == 0 || !host.is_multiple_of(cs) {
@@ -265,7 +265,7 @@ impl Qcow2 {
                 continue;
             }
             c.mark(r, l2, cs, "L2 table");
-            for j in 0..(cs / 8) as usize {
+            for j in 0..m.l2_entries() {
                 let e = m.l2_get(cx, l2, j)?;
                 let map = match m.decode(e) {
                     Ok(x) => x,
@@ -278,6 +278,21 @@ impl Qcow2 {
                         continue;
                     }
                 };
+                if m.ext() {
+                    let bm = m.l2_bitmap(cx, l2, j)?;
+                    let bad = if matches!(map, Mapping::Compressed { .. }) {
+                        bm != 0
+                    } else {
+                        m.check_bitmap(map, bm).is_err()
+                    };
+                    if bad {
+                        r.messages.push(format!(
+                            "ERROR invalid subcluster bitmap: l2_offset={l2:x} index={j} \
+                             l2_entry={e:x} l2_bitmap={bm:x}"
+                        ));
+                        r.corruptions += 1;
+                    }
+                }
                 match map {
                     Mapping::Unallocated | Mapping::Zero { host: 0 } => {}
                     Mapping::Data { host, .. } | Mapping::Zero { host } => {

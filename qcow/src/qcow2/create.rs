@@ -61,6 +61,8 @@ pub struct CreateOptions {
     pub backing_file: Option<String>,
     /// Backing file format stored in the header extension.
     pub backing_format: Option<Format>,
+    /// 128-bit L2 entries with subcluster bitmaps (v3, clusters of 16 KiB or more).
+    pub extended_l2: bool,
 }
 
 impl Default for CreateOptions {
@@ -75,6 +77,7 @@ impl Default for CreateOptions {
             compression_type: CompressionType::Zlib,
             backing_file: None,
             backing_format: None,
+            extended_l2: false,
         }
     }
 }
@@ -107,6 +110,17 @@ pub fn create(path: &Path, o: &CreateOptions) -> BlockResult<()> {
         if o.compression_type != CompressionType::Zlib {
             return Err(invalid("compression_type=zstd needs compat=1.1"));
         }
+    }
+    if o.extended_l2 && !o.v3 {
+        return Err(invalid(
+            "Extended L2 entries are only supported with compatibility level 1.1 and above \
+             (use version=v3 or greater)",
+        ));
+    }
+    if o.extended_l2 && cs < 16384 {
+        return Err(invalid(
+            "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
+        ));
     }
     if o.backing_file.is_none() && o.backing_format.is_some() {
         return Err(invalid("a backing format was given without a backing file"));
@@ -149,8 +163,12 @@ pub fn create(path: &Path, o: &CreateOptions) -> BlockResult<()> {
         refcount_table_clusters: 1,
         nb_snapshots: 0,
         snapshots_offset: 0,
-        incompatible: if o.compression_type != CompressionType::Zlib {
+        incompatible: (if o.compression_type != CompressionType::Zlib {
             header::INCOMPAT_COMPRESSION
+        } else {
+            0
+        }) | if o.extended_l2 {
+            header::INCOMPAT_EXTL2
         } else {
             0
         },
@@ -230,7 +248,7 @@ impl Qcow2 {
         {
             let _g = self.io_exclusive()?;
             let mut m = self.lock_meta()?;
-            let per_l2 = cs / 8;
+            let per_l2 = m.l2_entries() as u64;
             let mut cl = 0u64;
             while cl < size {
                 let l2 = m.writable_l2(cx, cl)?;
@@ -247,7 +265,13 @@ impl Qcow2 {
                     for j in 0..run {
                         let g = goff + j * cs;
                         let (_, l2i) = m.indices(g);
-                        m.l2_set(cx, l2, l2i, (host + j * cs) | COPIED)?;
+                        if m.ext() {
+                            // Preallocated but unallocated subclusters: reads still fall
+                            // through to the backing file (as QEMU's preallocation).
+                            m.l2_set_ext(cx, l2, l2i, (host + j * cs) | COPIED, 0)?;
+                        } else {
+                            m.l2_set(cx, l2, l2i, (host + j * cs) | COPIED)?;
+                        }
                     }
                     if mode != Preallocation::Metadata {
                         self.reserve(host, run * cs, mode == Preallocation::Full)?;

@@ -352,12 +352,6 @@ impl Header {
                     .into(),
             ));
         }
-        if self.incompatible & INCOMPAT_EXTL2 != 0 {
-            return Err(BlockError::Unsupported(
-                "extended L2 entries (subclusters); convert with qemu-img -o extended_l2=off"
-                    .into(),
-            ));
-        }
         if self.crypt_method != 0 || self.other_extensions.iter().any(|(t, _)| *t == EXT_CRYPTO) {
             return Err(BlockError::Unsupported(
                 "encrypted images; decrypt with qemu-img convert first".into(),
@@ -370,7 +364,16 @@ impl Header {
                 "compression type field and the compression type feature bit disagree",
             ));
         }
-        let l2_entries = cs / 8;
+        if self.incompatible & INCOMPAT_EXTL2 != 0 && cs < 16384 {
+            return Err(corrupt(format!(
+                "extended L2 entries need clusters of at least 16 KiB (cluster size {cs})"
+            )));
+        }
+        let l2_entries = if self.incompatible & INCOMPAT_EXTL2 != 0 {
+            cs / 16
+        } else {
+            cs / 8
+        };
         let per_l1 = cs * l2_entries;
         let needed_l1 = self.size.div_ceil(per_l1);
         if needed_l1 > u64::from(self.l1_size) {
@@ -573,8 +576,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("encrypted"), "{e}");
+        // Extended L2 entries are supported, but not below 16 KiB clusters.
         let mut h = sample();
         h.incompatible = INCOMPAT_EXTL2;
+        // 128-bit entries halve what one L2 table maps: 2 L1 entries now cover 512 MiB.
+        assert!(Header::parse(&h.serialize().unwrap()).is_err());
+        h.size = 1 << 29;
+        assert!(Header::parse(&h.serialize().unwrap()).is_ok());
+        h.cluster_bits = 13;
+        h.size = 1 << 20;
         let e = Header::parse(&h.serialize().unwrap())
             .unwrap_err()
             .to_string();

@@ -41,6 +41,12 @@ pub const COMPRESSED: u64 = 1 << 62;
 pub const ZERO: u64 = 1;
 /// Host offset bits of a standard L1/L2 entry.
 pub const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+/// Extended L2 bitmap: every subcluster allocated (bits 0-31).
+pub const SC_ALL_ALLOC: u64 = 0x0000_0000_ffff_ffff;
+/// Extended L2 bitmap: every subcluster reads as zeroes (bits 32-63).
+pub const SC_ALL_ZERO: u64 = 0xffff_ffff_0000_0000;
+/// Subclusters per cluster in an image with extended L2 entries.
+pub const SUBCLUSTERS: u64 = 32;
 /// Default upper bound of the L2 cache (QEMU's default on Linux).
 pub const DEFAULT_L2_CACHE_MAX: u64 = 32 << 20;
 
@@ -185,8 +191,27 @@ impl Meta {
         self.h.cluster_bits
     }
 
+    /// The image has 128-bit L2 entries with subcluster bitmaps.
+    pub(crate) fn ext(&self) -> bool {
+        self.h.incompatible & header::INCOMPAT_EXTL2 != 0
+    }
+
     fn l2_bits(&self) -> u32 {
-        self.h.cluster_bits - 3
+        self.h.cluster_bits - if self.ext() { 4 } else { 3 }
+    }
+
+    /// Entries of one L2 table.
+    pub(crate) fn l2_entries(&self) -> usize {
+        1 << self.l2_bits()
+    }
+
+    /// Bytes of one L2 entry (8, or 16 with extended L2).
+    fn l2_esize(&self) -> usize {
+        if self.ext() {
+            16
+        } else {
+            8
+        }
     }
 
     fn rpb(&self) -> u64 {
@@ -542,25 +567,116 @@ impl Meta {
         Ok(())
     }
 
-    fn l2_get(&mut self, cx: Ctx, l2_off: u64, idx: usize) -> BlockResult<u64> {
+    /// Read the 64-bit word at byte `at` of the L2 table at `l2_off`.
+    fn l2_word(&mut self, cx: Ctx, l2_off: u64, at: usize) -> BlockResult<u64> {
         self.load_l2(cx, l2_off)?;
         let t = self
             .l2_cache
             .get(l2_off)
             .ok_or_else(|| BlockError::Invalid("L2 cache lost a table".into()))?;
         let mut a = [0u8; 8];
-        a.copy_from_slice(&t[idx * 8..idx * 8 + 8]);
+        a.copy_from_slice(&t[at..at + 8]);
         Ok(u64::from_be_bytes(a))
     }
 
-    fn l2_set(&mut self, cx: Ctx, l2_off: u64, idx: usize, v: u64) -> BlockResult<()> {
+    fn set_l2_word(&mut self, cx: Ctx, l2_off: u64, at: usize, v: u64) -> BlockResult<()> {
         self.load_l2(cx, l2_off)?;
         let t = self
             .l2_cache
             .get_mut(l2_off)
             .ok_or_else(|| BlockError::Invalid("L2 cache lost a table".into()))?;
-        t[idx * 8..idx * 8 + 8].copy_from_slice(&v.to_be_bytes());
+        t[at..at + 8].copy_from_slice(&v.to_be_bytes());
         Ok(())
+    }
+
+    /// The cluster descriptor (first 64 bits) of L2 entry `idx`.
+    pub(crate) fn l2_get(&mut self, cx: Ctx, l2_off: u64, idx: usize) -> BlockResult<u64> {
+        let at = idx * self.l2_esize();
+        self.l2_word(cx, l2_off, at)
+    }
+
+    /// The subcluster bitmap of L2 entry `idx` (0 without extended L2).
+    pub(crate) fn l2_bitmap(&mut self, cx: Ctx, l2_off: u64, idx: usize) -> BlockResult<u64> {
+        if !self.ext() {
+            return Ok(0);
+        }
+        self.l2_word(cx, l2_off, idx * 16 + 8)
+    }
+
+    /// Set L2 entry `idx` to a whole-cluster state given as a standard entry: with extended
+    /// L2, a data cluster becomes all-allocated, a bare ZERO flag all-zero subclusters, and
+    /// compressed or empty entries get an empty bitmap.
+    fn l2_set(&mut self, cx: Ctx, l2_off: u64, idx: usize, v: u64) -> BlockResult<()> {
+        if !self.ext() {
+            return self.set_l2_word(cx, l2_off, idx * 8, v);
+        }
+        let (desc, bm) = if v & COMPRESSED != 0 {
+            (v, 0)
+        } else if v & OFFSET_MASK != 0 {
+            (v & !ZERO, SC_ALL_ALLOC)
+        } else if v & ZERO != 0 {
+            (v & !ZERO, SC_ALL_ZERO)
+        } else {
+            (v, 0)
+        };
+        self.l2_set_ext(cx, l2_off, idx, desc, bm)
+    }
+
+    /// Set only the descriptor of L2 entry `idx`, keeping its subcluster bitmap (flag edits).
+    pub(crate) fn l2_set_desc(
+        &mut self,
+        cx: Ctx,
+        l2_off: u64,
+        idx: usize,
+        v: u64,
+    ) -> BlockResult<()> {
+        let at = idx * self.l2_esize();
+        self.set_l2_word(cx, l2_off, at, v)
+    }
+
+    /// Set descriptor and subcluster bitmap of extended L2 entry `idx`.
+    fn l2_set_ext(
+        &mut self,
+        cx: Ctx,
+        l2_off: u64,
+        idx: usize,
+        desc: u64,
+        bm: u64,
+    ) -> BlockResult<()> {
+        self.set_l2_word(cx, l2_off, idx * 16, desc)?;
+        self.set_l2_word(cx, l2_off, idx * 16 + 8, bm)
+    }
+
+    /// Check a subcluster bitmap against its cluster's mapping (QEMU's INVALID subcluster
+    /// types): no subcluster both allocated and zero, no allocated subcluster without a host
+    /// cluster. Compressed clusters ignore the bitmap.
+    pub(crate) fn check_bitmap(&self, map: Mapping, bm: u64) -> BlockResult<()> {
+        let alloc = bm & SC_ALL_ALLOC;
+        let zero = bm >> 32;
+        let bad = match map {
+            Mapping::Compressed { .. } => false,
+            Mapping::Unallocated => alloc != 0,
+            _ => alloc & zero != 0,
+        };
+        if bad {
+            return Err(BlockError::Corrupt(format!(
+                "extended L2 entry with an invalid subcluster bitmap {bm:#018x} \
+                 (subclusters both allocated and zero, or allocated without a host cluster)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// State of subcluster `i` of a cluster with mapping `map` and (valid) bitmap `bm`.
+    fn sc_mapping(map: Mapping, bm: u64, i: u64) -> Mapping {
+        let alloc = bm & (1 << i) != 0;
+        let zero = bm & (1 << (32 + i)) != 0;
+        match map {
+            Mapping::Data { host, .. } if zero => Mapping::Zero { host },
+            Mapping::Data { .. } if !alloc => Mapping::Unallocated,
+            Mapping::Unallocated if zero => Mapping::Zero { host: 0 },
+            other => other,
+        }
     }
 
     /// Decode an L2 entry.
@@ -579,7 +695,8 @@ impl Meta {
                 "L2 entry {e:#x} points at an unaligned cluster {host:#x}"
             )));
         }
-        if self.h.version >= 3 && e & ZERO != 0 {
+        // With extended L2 the zero flag is unused: the bitmap says which parts read as zero.
+        if self.h.version >= 3 && e & ZERO != 0 && !self.ext() {
             return Ok(Mapping::Zero { host });
         }
         if host == 0 {
@@ -598,19 +715,62 @@ impl Meta {
         (l1i, l2i)
     }
 
-    /// The mapping of the guest cluster containing `goff`.
-    pub(crate) fn lookup(&mut self, cx: Ctx, goff: u64) -> BlockResult<Mapping> {
+    /// (L2 table offset, index) of the entry for `goff`, if an L2 table covers it.
+    fn l2_slot(&mut self, goff: u64) -> BlockResult<Option<(u64, usize)>> {
         let (l1i, l2i) = self.indices(goff);
         let Some(&l1e) = self.l1.get(l1i) else {
-            return Ok(Mapping::Unallocated);
+            return Ok(None);
         };
         let l2_off = l1e & OFFSET_MASK;
         if l2_off == 0 {
-            return Ok(Mapping::Unallocated);
+            return Ok(None);
         }
         self.check_meta_offset("L2 table", l2_off)?;
+        Ok(Some((l2_off, l2i)))
+    }
+
+    /// The mapping of the guest cluster containing `goff` (with extended L2: of the host
+    /// cluster, whatever its subclusters say).
+    pub(crate) fn lookup(&mut self, cx: Ctx, goff: u64) -> BlockResult<Mapping> {
+        let Some((l2_off, l2i)) = self.l2_slot(goff)? else {
+            return Ok(Mapping::Unallocated);
+        };
         let e = self.l2_get(cx, l2_off, l2i)?;
         self.decode(e)
+    }
+
+    /// Cluster mapping and subcluster bitmap (validated) of the cluster containing `goff`.
+    fn lookup_bm(&mut self, cx: Ctx, goff: u64) -> BlockResult<(Mapping, u64)> {
+        let Some((l2_off, l2i)) = self.l2_slot(goff)? else {
+            return Ok((Mapping::Unallocated, 0));
+        };
+        let e = self.l2_get(cx, l2_off, l2i)?;
+        let map = self.decode(e)?;
+        let bm = self.l2_bitmap(cx, l2_off, l2i)?;
+        if self.ext() {
+            self.check_bitmap(map, bm)?;
+        }
+        Ok((map, bm))
+    }
+
+    /// The mapping of the bytes at `goff` and how many bytes from `goff` share it inside the
+    /// cluster: the rest of the cluster, or with extended L2 the run of subclusters in the
+    /// same state. `Data`/`Zero` hosts are the cluster's host offset.
+    pub(crate) fn lookup_sc(&mut self, cx: Ctx, goff: u64) -> BlockResult<(Mapping, u64)> {
+        let cs = self.cs();
+        let in_cl = goff & (cs - 1);
+        let (map, bm) = self.lookup_bm(cx, goff)?;
+        if !self.ext() || matches!(map, Mapping::Compressed { .. }) {
+            return Ok((map, cs - in_cl));
+        }
+        let scs = cs / SUBCLUSTERS;
+        let i = in_cl / scs;
+        let here = Self::sc_mapping(map, bm, i);
+        let mut j = i + 1;
+        while j < SUBCLUSTERS && Self::sc_mapping(map, bm, j) == here {
+            j += 1;
+        }
+        Ok((here, j * scs - in_cl))
     }
 
     /// The L2 table for guest offset `goff`, allocated or copied so the active L1 owns it.
@@ -829,9 +989,14 @@ impl Qcow2 {
             Vec::new()
         };
         let size = h.size;
-        let l2_bytes = opts
-            .l2_cache_size
-            .unwrap_or_else(|| (size.div_ceil(cs) * 8).min(DEFAULT_L2_CACHE_MAX));
+        let l2_bytes = opts.l2_cache_size.unwrap_or_else(|| {
+            let esize = if h.incompatible & header::INCOMPAT_EXTL2 != 0 {
+                16
+            } else {
+                8
+            };
+            (size.div_ceil(cs) * esize).min(DEFAULT_L2_CACHE_MAX)
+        });
         let rc_bytes = opts.refcount_cache_size.unwrap_or(l2_bytes / 4);
         let backing = match (&h.backing_file, flags.no_backing) {
             (Some(name), false) => {
@@ -960,10 +1125,16 @@ impl Qcow2 {
         Ok(self.lock_meta()?.snapshots.clone())
     }
 
-    /// Mapping of the guest cluster containing `goff`.
+    /// Mapping of the guest bytes at `goff` (of their subcluster, with extended L2).
     pub fn mapping(&self, goff: u64) -> BlockResult<Mapping> {
+        Ok(self.mapping_run(goff)?.0)
+    }
+
+    /// Mapping of the guest bytes at `goff` and how many bytes from there share it within
+    /// the cluster.
+    fn mapping_run(&self, goff: u64) -> BlockResult<(Mapping, u64)> {
         let cx = self.cx();
-        self.lock_meta()?.lookup(cx, goff)
+        self.lock_meta()?.lookup_sc(cx, goff)
     }
 
     fn writable(&self) -> BlockResult<()> {
@@ -1023,8 +1194,8 @@ impl Qcow2 {
         while pos < len {
             let g = off + pos;
             let in_cl = g & (cs - 1);
-            let n = (cs - in_cl).min(len - pos);
-            let map = m.lookup(cx, g)?;
+            let (map, run) = m.lookup_sc(cx, g)?;
+            let n = run.min(len - pos);
             // Merge physically contiguous data clusters into one extent.
             if let (Some(last), Mapping::Data { host, copied }) = (v.last_mut(), map) {
                 if let Mapping::Data {
@@ -1046,6 +1217,9 @@ impl Qcow2 {
     }
 
     fn write_chunk(&self, m: &mut Meta, goff: u64, data: &[u8]) -> BlockResult<()> {
+        if m.ext() {
+            return self.write_chunk_ext(m, goff, data);
+        }
         let cx = self.cx();
         let cs = m.cs();
         let in_cl = goff & (cs - 1);
@@ -1073,6 +1247,116 @@ impl Qcow2 {
         }
         m.l2_set(cx, l2_off, l2i, host | COPIED)?;
         m.free_mapping(old);
+        Ok(())
+    }
+
+    /// Write within one cluster of an extended-L2 image. Unless the cluster is owned and
+    /// fully allocated (then the write goes in place), the whole cluster is rebuilt from its
+    /// subclusters' current contents with the write overlaid, written to the owned host
+    /// cluster or a fresh one, and marked all-allocated. The L2 update follows the data, so
+    /// a crash leaves the old state (plus at most a leaked cluster).
+    fn write_chunk_ext(&self, m: &mut Meta, goff: u64, data: &[u8]) -> BlockResult<()> {
+        let cx = self.cx();
+        let cs = m.cs();
+        let in_cl = goff & (cs - 1);
+        let cl = goff - in_cl;
+        let l2_off = m.writable_l2(cx, cl)?;
+        let (_, l2i) = m.indices(cl);
+        let e = m.l2_get(cx, l2_off, l2i)?;
+        let bm = m.l2_bitmap(cx, l2_off, l2i)?;
+        let old = m.decode(e)?;
+        m.check_bitmap(old, bm)?;
+        let owned = match old {
+            Mapping::Data { host, copied } => copied || m.refcount(cx, host / cs)? == 1,
+            _ => false,
+        };
+        if owned && bm == SC_ALL_ALLOC {
+            if e & COPIED == 0 {
+                m.l2_set_desc(cx, l2_off, l2i, e | COPIED)?;
+            }
+            return self.cx().pwrite(data, (e & OFFSET_MASK) + in_cl);
+        }
+        let mut full = vec![0u8; cs as usize];
+        if data.len() as u64 != cs {
+            self.read_cluster_sc(old, bm, cl, &mut full)?;
+        }
+        full[in_cl as usize..in_cl as usize + data.len()].copy_from_slice(data);
+        let host = if owned {
+            e & OFFSET_MASK
+        } else {
+            m.alloc_clusters(cx, 1)?
+        };
+        self.cx().pwrite(&full, host)?;
+        m.l2_set_ext(cx, l2_off, l2i, host | COPIED, SC_ALL_ALLOC)?;
+        if !owned {
+            m.free_mapping(old);
+        }
+        Ok(())
+    }
+
+    /// Read a whole cluster of an extended-L2 image subcluster by subcluster.
+    fn read_cluster_sc(&self, map: Mapping, bm: u64, cl: u64, full: &mut [u8]) -> BlockResult<()> {
+        if matches!(map, Mapping::Compressed { .. }) {
+            return self.read_mapped(map, cl, 0, full);
+        }
+        let scs = full.len() / SUBCLUSTERS as usize;
+        for (i, part) in full.chunks_mut(scs).enumerate() {
+            let sm = Meta::sc_mapping(map, bm, i as u64);
+            self.read_mapped(sm, cl, (i * scs) as u64, part)?;
+        }
+        Ok(())
+    }
+
+    /// Zero the part `[pos, pos+n)` of one cluster of an extended-L2 image: whole
+    /// subclusters (a last one cut short by the end of the disk counts as whole) get their
+    /// zero bits; the partial edges are written with zeroes unless they already read as zero.
+    fn zero_partial_ext(&self, m: &mut Meta, pos: u64, n: u64) -> BlockResult<()> {
+        let cx = self.cx();
+        let cs = m.cs();
+        let scs = cs / SUBCLUSTERS;
+        let cl = pos & !(cs - 1);
+        let a = pos - cl;
+        let b = a + n;
+        let first = a.div_ceil(scs);
+        let last = if cl + b == self.size() {
+            b.div_ceil(scs)
+        } else {
+            b / scs
+        };
+        let (map, _) = m.lookup_bm(cx, cl)?;
+        let compressed = matches!(map, Mapping::Compressed { .. });
+        let (za, zb) = if first < last && !compressed {
+            (first * scs, (last * scs).min(b))
+        } else {
+            (b, b)
+        };
+        // Edges first: rewriting them may move the cluster; the zero bits go on last.
+        for (s, t) in [(a, za.min(b)), (zb.max(a), b)] {
+            let mut p = s;
+            while p < t {
+                let (sm, run) = m.lookup_sc(cx, cl + p)?;
+                let k = run.min(t - p);
+                let reads_zero = matches!(sm, Mapping::Zero { .. })
+                    || (sm == Mapping::Unallocated && self.backing.is_none());
+                if !reads_zero {
+                    let z = vec![0u8; k as usize];
+                    self.write_chunk_ext(m, cl + p, &z)?;
+                }
+                p += k;
+            }
+            if za == b {
+                break;
+            }
+        }
+        if za < zb {
+            let l2_off = m.writable_l2(cx, cl)?;
+            let (_, l2i) = m.indices(cl);
+            let e = m.l2_get(cx, l2_off, l2i)?;
+            let bm = m.l2_bitmap(cx, l2_off, l2i)?;
+            let mask = ((1u64 << last) - 1) & !((1u64 << first) - 1);
+            let nbm = (bm & !mask) | (mask << 32);
+            m.l2_set_ext(cx, l2_off, l2i, e, nbm)?;
+        }
         Ok(())
     }
 
@@ -1161,6 +1445,8 @@ impl Qcow2 {
                 let whole = pos == cl && (n == cs || cl + n == size);
                 if whole {
                     self.zero_cluster(&mut m, cl, discard)?;
+                } else if !discard && m.ext() {
+                    self.zero_partial_ext(&mut m, pos, n)?;
                 } else if !discard {
                     let cur = m.lookup(self.cx(), cl)?;
                     let reads_zero = matches!(cur, Mapping::Zero { .. })
@@ -1464,15 +1750,17 @@ impl BlockBackend for Qcow2 {
     fn block_status(&self, offset: u64, len: u64) -> BlockResult<Extent> {
         check_range(offset, len, self.size())?;
         let cs = self.cluster_size();
-        let first = self.mapping(offset)?;
+        let (first, run) = self.mapping_run(offset)?;
         let in_cl = offset & (cs - 1);
-        let mut n = (cs - in_cl).min(len);
-        // Extend over following clusters of the same kind (and contiguous host data).
+        let mut n = run.min(len);
+        // Extend over following clusters (or subclusters) of the same kind (and contiguous
+        // host data).
         while n < len {
-            let next = self.mapping(offset + n)?;
+            let g = offset + n;
+            let (next, run) = self.mapping_run(g)?;
             let same = match (first, next) {
                 (Mapping::Data { host: a, .. }, Mapping::Data { host: b, .. }) => {
-                    b == a - in_cl + n
+                    b + (g & (cs - 1)) == a + in_cl + n
                 }
                 (Mapping::Zero { .. }, Mapping::Zero { .. }) => true,
                 (Mapping::Unallocated, Mapping::Unallocated) => true,
@@ -1481,7 +1769,7 @@ impl BlockBackend for Qcow2 {
             if !same {
                 break;
             }
-            n += cs.min(len - n);
+            n += run.min(len - n);
         }
         let e = |present, zero, data, offset, compressed| Extent {
             len: n,

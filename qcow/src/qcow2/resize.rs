@@ -33,7 +33,7 @@ impl Qcow2 {
         if new_size < old_size {
             // Free the clusters past the new end.
             m.unmap_clusters(cx, new_size.div_ceil(cs) * cs, old_size)?;
-            let per_l1 = cs * (cs / 8);
+            let per_l1 = cs * m.l2_entries() as u64;
             let keep = new_size.div_ceil(per_l1) as usize;
             for i in keep..m.l1.len() {
                 let e = m.l1[i] & OFFSET_MASK;
@@ -45,7 +45,7 @@ impl Qcow2 {
             m.l1_dirty = true;
             m.flush_meta(cx)?;
         }
-        let per_l1 = cs * (cs / 8);
+        let per_l1 = cs * m.l2_entries() as u64;
         let needed = new_size.div_ceil(per_l1) as usize;
         if needed > m.l1.len() {
             if needed as u64 * 8 > super::header::MAX_L1_BYTES {

@@ -28,7 +28,7 @@ impl Meta {
                 continue;
             }
             self.check_meta_offset("L2 table", l2)?;
-            for j in 0..(cs / 8) as usize {
+            for j in 0..self.l2_entries() {
                 let e = self.l2_get(cx, l2, j)?;
                 let map = self.decode(e)?;
                 let mut hosts = Vec::new();
@@ -51,7 +51,7 @@ impl Meta {
                     }
                 }
                 if clear_copied && e & COPIED != 0 {
-                    self.l2_set(cx, l2, j, e & !COPIED)?;
+                    self.l2_set_desc(cx, l2, j, e & !COPIED)?;
                 }
             }
             if self.add_refcount(cx, l2 / cs, delta)? == 0 {
@@ -85,7 +85,7 @@ impl Meta {
             if rc != 1 {
                 continue;
             }
-            for j in 0..(cs / 8) as usize {
+            for j in 0..self.l2_entries() {
                 let e = self.l2_get(cx, l2, j)?;
                 let host = e & OFFSET_MASK;
                 if e & super::COMPRESSED != 0 || host == 0 || !host.is_multiple_of(cs) {
@@ -94,7 +94,7 @@ impl Meta {
                 let rc = self.refcount(cx, host / cs)?;
                 let want = if rc == 1 { e | COPIED } else { e & !COPIED };
                 if want != e {
-                    self.l2_set(cx, l2, j, want)?;
+                    self.l2_set_desc(cx, l2, j, want)?;
                 }
             }
         }
@@ -237,7 +237,7 @@ impl Qcow2 {
         }
         let old = m.l1.clone();
         let size = s.disk_size.unwrap_or(m.h.size);
-        let needed = (size.div_ceil(cs * (cs / 8)) as usize).max(snap_l1.len());
+        let needed = (size.div_ceil(cs * m.l2_entries() as u64) as usize).max(snap_l1.len());
         let mut new_l1: Vec<u64> = snap_l1.iter().map(|e| e & !COPIED).collect();
         new_l1.resize(needed, 0);
         let cur_cap = (old.len() as u64 * 8).div_ceil(cs) * cs / 8;

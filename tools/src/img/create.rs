@@ -80,8 +80,8 @@ pub fn qcow2_options(
                 c.backing_format = Some(Format::from_name(v).context("invalid backing_fmt")?)
             }
             "size" => c.size = Some(parse_size(v)?),
-            "extended_l2" if !parse_bool(k, v)? => {}
-            "encryption" | "encrypt.format" | "data_file" | "extended_l2" => {
+            "extended_l2" => c.extended_l2 = parse_bool(k, v)?,
+            "encryption" | "encrypt.format" | "data_file" => {
                 bail!("option '{k}' is not supported by rvmm-img")
             }
             _ => bail!("Invalid parameter '{k}'"),
@@ -147,9 +147,10 @@ pub fn run(a: Args) -> Result<i32> {
             }
             if !a.quiet {
                 let mut line = format!(
-                    "Formatting '{}', fmt=qcow2 cluster_size={} extended_l2=off compression_type={}",
+                    "Formatting '{}', fmt=qcow2 cluster_size={} extended_l2={} compression_type={}",
                     a.file.display(),
                     c.cluster_size,
+                    if c.extended_l2 { "on" } else { "off" },
                     c.compression_type.name()
                 );
                 if let Some(s) = c.size {

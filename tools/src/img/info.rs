@@ -98,7 +98,7 @@ pub fn image_info(path: &Path, fmt: Option<Format>) -> Result<ImageInfo> {
                 "compression-type": h.compression_type.name(),
                 "refcount-bits": h.refcount_bits(),
                 "corrupt": h.incompatible & qcow::qcow2::header::INCOMPAT_CORRUPT != 0,
-                "extended-l2": false,
+                "extended-l2": h.incompatible & qcow::qcow2::header::INCOMPAT_EXTL2 != 0,
             });
             if h.version >= 3 {
                 data["lazy-refcounts"] =
