@@ -1,5 +1,8 @@
 //! Engine tests of qcow2 extended L2 entries (subclusters) through the public API.
 
+mod common;
+
+use common::{faulted_writes, FaultedWrites};
 use qcow::{create, BlockBackend, CreateOptions, Mapping, OpenOptions, Qcow2};
 
 const CS: u64 = 64 << 10;
@@ -116,28 +119,11 @@ fn fault_run(cs: u64, fail_after: i64) -> bool {
         q.flush().unwrap();
     }
     let region = |i: u64| (i * cs + 5 * sc + 7 * i, sc + 13 * i);
-    let mut durable = Vec::new();
-    let mut pending = Vec::new();
-    let mut failed = false;
-    {
+    let FaultedWrites { durable, failed } = {
         let q = Qcow2::open(&p, &OpenOptions::default()).unwrap();
         q.faults().fail_after(fail_after);
-        for i in 0..12u64 {
-            let (o, l) = region(i);
-            if q.write_at(o, &vec![0x80 + i as u8; l as usize]).is_err() {
-                failed = true;
-                break;
-            }
-            pending.push(i);
-            if i % 3 == 2 {
-                if q.flush().is_err() {
-                    failed = true;
-                    break;
-                }
-                durable.append(&mut pending);
-            }
-        }
-    }
+        faulted_writes(&q, 12, 3, region, |i| 0x80 + i as u8)
+    };
     let ro = OpenOptions {
         read_only: true,
         ..Default::default()

@@ -1,6 +1,9 @@
 //! Randomised operation sequences against a raw model, fault injection (fail the Nth write or
 //! sync, then "crash"), concurrent I/O, and hostile (mutated) images that must never panic.
 
+mod common;
+
+use common::{faulted_writes, FaultedWrites};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -143,29 +146,12 @@ fn fault_run(cs: u64, bits: u32, fail_after: i64, lazy: bool) -> u64 {
         },
     )
     .unwrap();
-    let mut durable = Vec::new();
-    let mut pending = Vec::new();
-    let mut failed = false;
-    {
+    let FaultedWrites { durable, failed } = {
         let q = Qcow2::open(&p, &rw()).unwrap();
         q.faults().fail_after(fail_after);
-        for i in 0..24u64 {
-            let (off, len) = region(i);
-            if q.write_at(off, &vec![i as u8 + 1; len as usize]).is_err() {
-                failed = true;
-                break;
-            }
-            pending.push(i);
-            if i % 4 == 3 {
-                if q.flush().is_err() {
-                    failed = true;
-                    break;
-                }
-                durable.append(&mut pending);
-            }
-        }
+        faulted_writes(&q, 24, 4, region, |i| i as u8 + 1)
         // Dropping with the fault still armed: nothing more reaches the file (a crash).
-    }
+    };
     let ro = OpenOptions {
         read_only: true,
         ..Default::default()
