@@ -303,3 +303,78 @@ proptest! {
         }
     }
 }
+
+/// An extended-L2 image (16 KiB clusters, 512-byte subclusters) with partly written, zeroed and
+/// compressed clusters and a snapshot: the metadata the subcluster paths parse.
+fn ext_seed_image(dir: &Path) -> Vec<u8> {
+    let p = dir.join("ext-seed.qcow2");
+    create(
+        &p,
+        &CreateOptions {
+            size: Some(SIZE),
+            cluster_size: 16 << 10,
+            extended_l2: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let q = Qcow2::open(&p, &rw()).unwrap();
+    for i in 0..24u64 {
+        q.write_at(i * 50_000 + i * 512, &vec![i as u8 + 1; 700])
+            .unwrap();
+        q.write_zeroes(i * 50_000 + 4096, 1024).unwrap();
+    }
+    q.write_compressed(1536 << 10, &[7u8; 16 << 10]).unwrap();
+    q.snapshot_create("s").unwrap();
+    q.write_at(100, &[9u8; 1000]).unwrap();
+    drop(q);
+    std::fs::read(&p).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
+
+    /// Mutated extended-L2 images (bytes and 64-bit words anywhere in the file, so L2 entries
+    /// and subcluster bitmaps are hit too): open, read, check and write without panicking.
+    #[test]
+    fn hostile_extended_l2_images_never_panic(
+        muts in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..16),
+        words in proptest::collection::vec(
+            (any::<prop::sample::Index>(),
+             prop_oneof![Just(u64::MAX), Just(0xffff_ffffu64), Just(0xffff_ffff_0000_0000u64),
+                         Just(1u64 << 55), Just(1u64 << 63 | 16384), Just(0u64), any::<u64>()]),
+            0..8),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut img = ext_seed_image(dir.path());
+        let n = img.len();
+        for (pos, val) in muts {
+            img[pos.index(n)] = val;
+        }
+        for (slot, val) in words {
+            let pos = slot.index(n / 8 - 1) * 8;
+            img[pos..pos + 8].copy_from_slice(&val.to_be_bytes());
+        }
+        let p = dir.path().join("bad.qcow2");
+        std::fs::write(&p, &img).unwrap();
+        let ro = OpenOptions { read_only: true, ..Default::default() };
+        if let Ok(q) = Qcow2::open(&p, &ro) {
+            let size = q.size().min(20 << 20);
+            let mut buf = vec![0u8; 65536];
+            let mut off = 0;
+            while off < size {
+                let n = (size - off).min(buf.len() as u64) as usize;
+                let _ = q.read_at(off, &mut buf[..n]);
+                let _ = q.block_status(off, n as u64);
+                off += n as u64;
+            }
+            let _ = q.check(None);
+        }
+        if let Ok(q) = Qcow2::open(&p, &rw()) {
+            let _ = q.write_at(300, &[1u8; 4096]);
+            let _ = q.write_zeroes(50_000, 2048);
+            let _ = q.discard(0, 32 << 10);
+            let _ = q.flush();
+        }
+    }
+}
