@@ -887,6 +887,8 @@ pub struct Qcow2 {
     compression: CompressionType,
     size: AtomicU64,
     backing: Option<Arc<dyn BlockBackend>>,
+    /// The backing files below this image as opened, nearest first.
+    chain: Vec<ChainLink>,
     io_lock: RwLock<()>,
     meta: Mutex<Meta>,
     fault: FaultInjector,
@@ -901,7 +903,7 @@ pub struct OpenFlags {
     pub no_backing: bool,
 }
 
-/// One member of a backing chain, as reported by `rvmm-img info --backing-chain`.
+/// One backing file of an open image's chain.
 #[derive(Debug, Clone)]
 pub struct ChainLink {
     /// Resolved path.
@@ -998,6 +1000,7 @@ impl Qcow2 {
             (size.div_ceil(cs) * esize).min(DEFAULT_L2_CACHE_MAX)
         });
         let rc_bytes = opts.refcount_cache_size.unwrap_or(l2_bytes / 4);
+        let mut chain = Vec::new();
         let backing = match (&h.backing_file, flags.no_backing) {
             (Some(name), false) => {
                 if depth >= MAX_BACKING_DEPTH {
@@ -1012,15 +1015,23 @@ impl Qcow2 {
                     format: Some(bfmt),
                     ..opts.clone()
                 };
+                chain.push(ChainLink {
+                    path: bpath.clone(),
+                    format: bfmt,
+                });
                 let b: Arc<dyn BlockBackend> = match bfmt {
                     Format::Raw => Arc::new(RawFile::open(&bpath, true)?),
-                    Format::Qcow2 => Arc::new(Self::open_chain(
-                        &bpath,
-                        &bopts,
-                        OpenFlags::default(),
-                        depth + 1,
-                        seen,
-                    )?),
+                    Format::Qcow2 => {
+                        let q = Self::open_chain(
+                            &bpath,
+                            &bopts,
+                            OpenFlags::default(),
+                            depth + 1,
+                            seen,
+                        )?;
+                        chain.extend(q.chain.iter().cloned());
+                        Arc::new(q)
+                    }
                 };
                 Some(b)
             }
@@ -1055,10 +1066,17 @@ impl Qcow2 {
             read_only,
             cache: opts.cache,
             backing,
+            chain,
             io_lock: RwLock::new(()),
             meta: Mutex::new(meta),
             fault: FaultInjector::default(),
         })
+    }
+
+    /// The backing files this open image reads through, nearest first (as opened; a later
+    /// `set_backing` changes the header, not this list).
+    pub fn backing_chain(&self) -> &[ChainLink] {
+        &self.chain
     }
 
     fn cx(&self) -> Ctx<'_> {

@@ -209,12 +209,14 @@ pub struct Disk {
     /// The options it was opened with.
     pub config: DiskConfig,
     _lock: ImageLock,
+    _backing_locks: Vec<ImageLock>,
 }
 
 impl DiskConfig {
     /// Lock and open the image.
     pub fn open(&self) -> Result<Disk, DiskError> {
         let lock = ImageLock::acquire(&self.path, self.readonly)?;
+        let mut backing_locks = Vec::new();
         let img = |source| DiskError::Image {
             path: self.path.clone(),
             source,
@@ -242,13 +244,20 @@ impl DiskConfig {
                     },
                     ..qcow::OpenOptions::default()
                 };
-                qcow::open_image(&self.path, &opts).map_err(img)?
+                let q = qcow::Qcow2::open(&self.path, &opts).map_err(img)?;
+                // Backing files are read through: share-lock them so that no other VM opens
+                // one writable underneath us (and we refuse one that is open writable).
+                for link in q.backing_chain() {
+                    backing_locks.push(ImageLock::acquire(&link.path, true)?);
+                }
+                Arc::new(q)
             }
         };
         Ok(Disk {
             backend,
             config: self.clone(),
             _lock: lock,
+            _backing_locks: backing_locks,
         })
     }
 }

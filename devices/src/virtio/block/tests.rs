@@ -560,6 +560,60 @@ fn disk_options_and_locking() {
 }
 
 #[test]
+fn backing_files_are_share_locked_while_the_overlay_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, mid, top) = (
+        dir.path().join("base.raw"),
+        dir.path().join("mid.qcow2"),
+        dir.path().join("top.qcow2"),
+    );
+    std::fs::write(&base, vec![7u8; 1 << 20]).unwrap();
+    let layer = |path: &std::path::Path, backing: &str, fmt: qcow::Format| {
+        qcow::create(
+            path,
+            &qcow::CreateOptions {
+                size: Some(1 << 20),
+                backing_file: Some(backing.into()),
+                backing_format: Some(fmt),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    };
+    layer(&mid, "base.raw", qcow::Format::Raw);
+    layer(&top, "mid.qcow2", qcow::Format::Qcow2);
+    let cfg = |p: &std::path::Path, opts: &str| -> DiskConfig {
+        format!("{}{opts}", p.display()).parse().unwrap()
+    };
+    let vm = cfg(&top, ",format=qcow2").open().unwrap();
+    let mut b = [0u8; 4];
+    vm.backend.read_at(0, &mut b).unwrap();
+    assert_eq!(b, [7; 4], "reads go through the chain");
+    // Every file of the chain is in use: a writer on any of them is refused…
+    for p in [&mid, &base] {
+        assert!(
+            matches!(cfg(p, "").open(), Err(DiskError::Locked(_))),
+            "{} must be locked against writers",
+            p.display()
+        );
+    }
+    // …readers may share them (two overlays on one base image).
+    let ro = cfg(&base, ",format=raw,readonly=on").open().unwrap();
+    drop((vm, ro));
+    assert!(
+        cfg(&base, ",format=raw").open().is_ok(),
+        "locks go with the VM"
+    );
+    // A base open writable elsewhere keeps a VM off the overlay.
+    let writer = cfg(&base, ",format=raw").open().unwrap();
+    assert!(matches!(
+        cfg(&top, ",format=qcow2").open(),
+        Err(DiskError::Locked(p)) if p == base
+    ));
+    drop(writer);
+}
+
+#[test]
 fn qcow2_and_cache_none_disks_serve_requests() {
     let dir = tempfile::tempdir().unwrap();
     let q2 = dir.path().join("d.qcow2");
