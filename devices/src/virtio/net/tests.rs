@@ -103,6 +103,26 @@ impl Driver {
     }
 }
 
+/// Activation queues for `drivers` (queue i is driver i), with the kick eventfds the test
+/// writes to notify them.
+fn active_queues(drivers: &[Driver]) -> (Vec<EventFd>, Vec<ActiveQueue>) {
+    let kicks: Vec<EventFd> = drivers
+        .iter()
+        .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
+        .collect();
+    let queues = drivers
+        .iter()
+        .zip(&kicks)
+        .enumerate()
+        .map(|(i, (d, k))| ActiveQueue {
+            index: i as u16,
+            queue: d.queue(),
+            kick: k.try_clone().unwrap(),
+        })
+        .collect();
+    (kicks, queues)
+}
+
 fn memory() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
 }
@@ -539,18 +559,7 @@ fn activated_device_moves_frames_both_ways_and_resets() {
         Driver::new(16, 0x2_0000),
         Driver::new(16, 0x3_0000),
     ];
-    let kicks: Vec<EventFd> = (0..3)
-        .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
-        .collect();
-    let queues = drivers
-        .iter()
-        .enumerate()
-        .map(|(i, d)| ActiveQueue {
-            index: i as u16,
-            queue: d.queue(),
-            kick: kicks[i].try_clone().unwrap(),
-        })
-        .collect();
+    let (kicks, queues) = active_queues(&drivers);
     let irq = Arc::new(CountingInterrupt(AtomicUsize::new(0)));
     dev.activate(atomic, irq.clone(), queues).unwrap();
 
@@ -626,18 +635,7 @@ fn multi_queue_pairs_start_after_vq_pairs_set() {
     let mut drivers: Vec<Driver> = (0..5u64)
         .map(|i| Driver::new(16, 0x1_0000 * (i + 1)))
         .collect();
-    let kicks: Vec<EventFd> = (0..5)
-        .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
-        .collect();
-    let queues = drivers
-        .iter()
-        .enumerate()
-        .map(|(i, d)| ActiveQueue {
-            index: i as u16,
-            queue: d.queue(),
-            kick: kicks[i].try_clone().unwrap(),
-        })
-        .collect();
+    let (kicks, queues) = active_queues(&drivers);
     let irq = Arc::new(CountingInterrupt(AtomicUsize::new(0)));
     dev.activate(Atomic::new(mem.clone()), irq, queues).unwrap();
 
