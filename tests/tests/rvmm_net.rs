@@ -13,29 +13,12 @@ use std::time::{Duration, Instant};
 use rvmm_tests::{guest, rvmm_bin};
 
 mod virtio_net_common;
-use virtio_net_common::{sh, wait_serial, Lan, Reap};
+use virtio_net_common::{sh, wait_serial, Lan, Reap, BENCH_FLOOD, BENCH_SINK, UDP_SINK};
 
 const UDP: u32 = 5;
 const PINGS: u32 = 3;
 /// The guest's debug-exit value for RESULT: PASS, which rvmm returns as its exit status.
 const PASS: i32 = 0x10;
-
-/// Counts datagrams on 10.0.0.2:5555 that carry the guest's payload; prints the count when
-/// argv[1] distinct ones arrived or after 60 s.
-const UDP_SINK: &str = r#"
-import socket, sys
-n = int(sys.argv[1]); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("10.0.0.2", 5555)); s.settimeout(60)
-print("READY", flush=True)
-got = set()
-try:
-    while len(got) < n:
-        d, _ = s.recvfrom(2048)
-        if d.startswith(b"rvmm-udp "): got.add(d)
-except socket.timeout:
-    pass
-print("GOT", len(got), flush=True)
-"#;
 
 /// Creates tap argv[1] (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, not persistent), makes it a port of
 /// br0, puts its fd at 5 and execs the rest of argv: rvmm gets the tap as `--net-fd 5`.
@@ -152,7 +135,7 @@ fn udp_sink(lan: &Lan) -> (Reap, BufReader<std::process::ChildStdout>) {
     let mut sink = Reap(
         Command::new("ip")
             .args(["netns", "exec", &lan.lan, "python3", "-c", UDP_SINK])
-            .arg(UDP.to_string())
+            .args([UDP.to_string(), "60".into()])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -540,37 +523,6 @@ const BENCH_TX: u64 = 100_000;
 const BENCH_PAYLOAD: u64 = 1024;
 /// How long lan floods the guest.
 const BENCH_RX_SECONDS: u64 = 3;
-
-/// Counts datagrams arriving on 10.0.0.2:5556 until 2 s of silence; prints "GOT n".
-const BENCH_SINK: &str = r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-s.bind(("10.0.0.2", 5556)); s.settimeout(120)
-print("READY", flush=True)
-n = 0
-try:
-    s.recv(4096); n = 1; s.settimeout(2)
-    while True:
-        s.recv(4096); n += 1
-except socket.timeout:
-    pass
-print("GOT", n, flush=True)
-"#;
-
-/// Sends datagrams of argv[1] payload bytes to 10.0.0.10:5557 for argv[2] seconds, flat out.
-const BENCH_FLOOD: &str = r#"
-import socket, sys, time
-size, secs = int(sys.argv[1]), float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-data = b"b" * size; end = time.time() + secs; n = 0
-while time.time() < end:
-    try:
-        s.sendto(data, ("10.0.0.10", 5557)); n += 1
-    except OSError:
-        pass
-print("SENT", n, flush=True)
-"#;
 
 /// Packets/s and Gbit/s (Ethernet frame bytes) of one direction.
 #[derive(Clone, Copy, Debug)]

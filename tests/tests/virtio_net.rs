@@ -11,27 +11,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod virtio_net_common;
-use virtio_net_common::{qemu_cmd, tap_nic, vhost_nic, wait_serial, Lan, Reap};
+use virtio_net_common::{qemu_cmd, tap_nic, vhost_nic, wait_serial, Lan, Reap, UDP_SINK};
 
 const UDP: u32 = 5;
 const PINGS: u32 = 3;
-
-/// Counts datagrams on 10.0.0.2:5555 that carry the guest's payload; prints the count when
-/// `UDP` arrived or after 120 s.
-const UDP_SINK: &str = r#"
-import socket, sys
-n = int(sys.argv[1]); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("10.0.0.2", 5555)); s.settimeout(120)
-print("READY", flush=True)
-got = set()
-try:
-    while len(got) < n:
-        d, _ = s.recvfrom(2048)
-        if d.startswith(b"rvmm-udp "): got.add(d)
-except socket.timeout:
-    pass
-print("GOT", len(got), flush=True)
-"#;
 
 /// Boot the guest with `nic` (QEMU NIC arguments), ping it from lan, check UDP and the result.
 /// Returns the guest's count of receive headers whose num_buffers was not 1.
@@ -39,7 +22,7 @@ fn run(lan: &Lan, dir: &Path, nic: &[String]) -> u64 {
     let mut sink = Reap(
         Command::new("ip")
             .args(["netns", "exec", &lan.lan, "python3", "-c", UDP_SINK])
-            .arg(UDP.to_string())
+            .args([UDP.to_string(), "120".into()])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),

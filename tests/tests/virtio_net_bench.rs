@@ -17,42 +17,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use virtio_net_common::{qemu_cmd_accel, tap_nic, vhost_nic, wait_serial, Lan, Reap};
+use virtio_net_common::{
+    qemu_cmd_accel, tap_nic, vhost_nic, wait_serial, Lan, Reap, BENCH_FLOOD, BENCH_SINK,
+};
 
 const TX_FRAMES: u64 = 20_000;
 const PAYLOAD: u64 = 1024;
 const RX_SECONDS: u64 = 3;
-
-/// Counts datagrams arriving on 10.0.0.2:5556 until 2 s of silence; prints "GOT frames".
-const SINK: &str = r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-s.bind(("10.0.0.2", 5556)); s.settimeout(120)
-print("READY", flush=True)
-n = 0
-try:
-    s.recv(4096); n = 1; s.settimeout(2)
-    while True:
-        s.recv(4096); n += 1
-except socket.timeout:
-    pass
-print("GOT", n, flush=True)
-"#;
-
-/// Sends datagrams of argv[1] payload bytes to 10.0.0.10:5557 for argv[2] seconds, flat out.
-const BLASTER: &str = r#"
-import socket, sys, time
-size, secs = int(sys.argv[1]), float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-data = b"b" * size; end = time.time() + secs; n = 0
-while time.time() < end:
-    try:
-        s.sendto(data, ("10.0.0.10", 5557)); n += 1
-    except OSError:
-        pass
-print("SENT", n, flush=True)
-"#;
 
 /// KVM when /dev/kvm opens (and RVMM_BENCH_ACCEL is not `tcg`), else TCG.
 fn accel() -> &'static [&'static str] {
@@ -97,7 +68,7 @@ fn field(line: &str, key: &str) -> u64 {
 fn measure(lan: &Lan, dir: &Path, nic: &[String]) -> (Rate, Rate, u64) {
     let mut sink = Reap(
         Command::new("ip")
-            .args(["netns", "exec", &lan.lan, "python3", "-c", SINK])
+            .args(["netns", "exec", &lan.lan, "python3", "-c", BENCH_SINK])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -134,7 +105,7 @@ fn measure(lan: &Lan, dir: &Path, nic: &[String]) -> (Rate, Rate, u64) {
         lan.lan
     ));
     let blast = Command::new("ip")
-        .args(["netns", "exec", &lan.lan, "python3", "-c", BLASTER])
+        .args(["netns", "exec", &lan.lan, "python3", "-c", BENCH_FLOOD])
         .args([PAYLOAD.to_string(), (RX_SECONDS + 1).to_string()])
         .output()
         .unwrap();

@@ -11,6 +11,56 @@ use rvmm_tests::{bin_dir, guest};
 
 pub use rvmm_tests::Reap;
 
+/// Counts datagrams on 10.0.0.2:5555 that carry the guest's payload; prints the count when
+/// argv[1] distinct ones arrived or after argv[2] seconds.
+pub const UDP_SINK: &str = r#"
+import socket, sys
+n = int(sys.argv[1]); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.0.0.2", 5555)); s.settimeout(float(sys.argv[2]))
+print("READY", flush=True)
+got = set()
+try:
+    while len(got) < n:
+        d, _ = s.recvfrom(2048)
+        if d.startswith(b"rvmm-udp "): got.add(d)
+except socket.timeout:
+    pass
+print("GOT", len(got), flush=True)
+"#;
+
+/// Benchmark sink: counts datagrams arriving on 10.0.0.2:5556 until 2 s of silence; prints
+/// "GOT n".
+pub const BENCH_SINK: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind(("10.0.0.2", 5556)); s.settimeout(120)
+print("READY", flush=True)
+n = 0
+try:
+    s.recv(4096); n = 1; s.settimeout(2)
+    while True:
+        s.recv(4096); n += 1
+except socket.timeout:
+    pass
+print("GOT", n, flush=True)
+"#;
+
+/// Benchmark flood: sends datagrams of argv[1] payload bytes to 10.0.0.10:5557 for argv[2]
+/// seconds, flat out; prints "SENT n".
+pub const BENCH_FLOOD: &str = r#"
+import socket, sys, time
+size, secs = int(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+data = b"b" * size; end = time.time() + secs; n = 0
+while time.time() < end:
+    try:
+        s.sendto(data, ("10.0.0.10", 5557)); n += 1
+    except OSError:
+        pass
+print("SENT", n, flush=True)
+"#;
+
 /// The namespaces of one test; deleted, with all interfaces in them, on drop.
 pub struct Lan {
     /// Namespace with br0 and uplink0.
