@@ -165,6 +165,18 @@ fn ping_guest(lan: &Lan, console: impl Fn() -> String) {
 /// Boot the guest with `nic`, ping it, count its UDP at lan; asserts the whole exchange and
 /// returns the console.
 fn exchange(lan: &Lan, dir: &Path, prefix: &[&str], nic: &[&str]) -> String {
+    exchange_with(lan, dir, prefix, nic, |_, _| ()).0
+}
+
+/// [`exchange`], calling `during` with rvmm and the console reader once the guest's NIC is
+/// ready (to look at rvmm while it runs); returns the console and what `during` returned.
+fn exchange_with<T>(
+    lan: &Lan,
+    dir: &Path,
+    prefix: &[&str],
+    nic: &[&str],
+    during: impl FnOnce(&Reap, &dyn Fn() -> String) -> T,
+) -> (String, T) {
     let (_sink, mut sink_out) = udp_sink(lan);
     let serial = dir.join("serial.txt");
     let args = format!("udp={UDP} pings={PINGS} serve_ms=30000");
@@ -176,6 +188,7 @@ fn exchange(lan: &Lan, dir: &Path, prefix: &[&str], nic: &[&str]) -> String {
         &mut vm,
         Duration::from_secs(30),
     );
+    let seen = during(&vm, &console);
     ping_guest(lan, console);
     let (status, err) = finish(&mut vm, Duration::from_secs(30));
     let console = console();
@@ -188,7 +201,7 @@ fn exchange(lan: &Lan, dir: &Path, prefix: &[&str], nic: &[&str]) -> String {
     let mut line = String::new();
     sink_out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), format!("GOT {UDP}"), "UDP at lan\n{console}");
-    console
+    (console, seen)
 }
 
 #[test]
@@ -196,49 +209,30 @@ fn bridge_guest_answers_ping_sends_udp_and_its_tap_goes_with_rvmm() {
     let dir = tempfile::tempdir().unwrap();
     let lan = Lan::new("rnb");
     let bridge_mac = link_mac(&lan.host, "br0").unwrap();
-    let (_sink, mut sink_out) = udp_sink(&lan);
-    let serial = dir.path().join("serial.txt");
     let prefix = ["ip", "netns", "exec", lan.host.as_str()];
-    let args = format!("udp={UDP} pings={PINGS} serve_ms=30000");
-    let mut vm = Reap(
-        rvmm(&prefix, &serial, &args, &["--bridge", "br0"])
-            .spawn()
-            .unwrap(),
+    let (_, ports) = exchange_with(
+        &lan,
+        dir.path(),
+        &prefix,
+        &["--bridge", "br0"],
+        |vm, console| {
+            // While rvmm runs: one new port on br0, with the guest's MAC behind an FE byte,
+            // and the bridge keeping its own address.
+            let ports = tap_ports(&lan.host);
+            assert_eq!(ports.len(), 1, "{ports:?}");
+            let mac = guest_mac(&console());
+            assert!(mac.starts_with("52:54:00:"), "{mac}");
+            assert_eq!(
+                link_mac(&lan.host, &ports[0]).unwrap(),
+                format!("fe{}", &mac[2..])
+            );
+            assert_eq!(link_mac(&lan.host, "br0").unwrap(), bridge_mac);
+            // Frames move on the device's own worker thread, not on the vCPU's.
+            let threads = thread_names(vm.0.id());
+            assert!(threads.iter().any(|t| t == "rvmm-net"), "{threads:?}");
+            ports
+        },
     );
-    let console = || std::fs::read_to_string(&serial).unwrap_or_default();
-    wait_serial(
-        &serial,
-        "virtio-net: ready",
-        &mut vm,
-        Duration::from_secs(30),
-    );
-    // While rvmm runs: one new port on br0, with the guest's MAC behind an FE byte, and the
-    // bridge keeping its own address.
-    let ports = tap_ports(&lan.host);
-    assert_eq!(ports.len(), 1, "{ports:?}");
-    let mac = guest_mac(&console());
-    assert!(mac.starts_with("52:54:00:"), "{mac}");
-    assert_eq!(
-        link_mac(&lan.host, &ports[0]).unwrap(),
-        format!("fe{}", &mac[2..])
-    );
-    assert_eq!(link_mac(&lan.host, "br0").unwrap(), bridge_mac);
-    // Frames move on the device's own worker thread, not on the vCPU's.
-    let threads = thread_names(vm.0.id());
-    assert!(threads.iter().any(|t| t == "rvmm-net"), "{threads:?}");
-
-    ping_guest(&lan, console);
-    let (status, err) = finish(&mut vm, Duration::from_secs(30));
-    let console = console();
-    assert_eq!(status.code(), Some(PASS), "{console}\n{err}");
-    assert!(
-        console.contains(&format!("icmp_replies={PINGS} udp_sent={UDP}")),
-        "{console}"
-    );
-    assert!(console.contains("bad_num_buffers=0"), "{console}");
-    let mut line = String::new();
-    sink_out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), format!("GOT {UDP}"), "UDP at lan\n{console}");
     // The guest ended rvmm: the tap is gone right away, not just eventually.
     assert_eq!(link_mac(&lan.host, &ports[0]), None, "tap left behind");
     assert!(tap_ports(&lan.host).is_empty());
