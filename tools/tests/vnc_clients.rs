@@ -5,6 +5,10 @@
 //! Each test skips (with a message) when its client is not installed; scripts/setup.sh
 //! installs them all.
 
+#[path = "../../vnc/tests/pki/mod.rs"]
+mod pki;
+
+use pki::test_pki;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -677,77 +681,6 @@ fn vnc_vncdotool_captures_vga_text_mode() {
             .join(" ");
         assert_eq!(got[i], want, "cell {i} ({:?})", ch as char);
     }
-}
-
-/// A test CA and a server certificate it signed for 127.0.0.1: `(ca.pem, cert.pem, key.pem)`.
-fn test_pki(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .ok()?;
-    let run = |args: &[&str]| {
-        Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let ca = [
-        "-days",
-        "2",
-        "-subj",
-        "/CN=rvmm test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ];
-    let leaf = [
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "leaf.csr",
-    ];
-    let sign = [
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "cert.pem",
-    ];
-    let ok = run(&[&["req", "-x509"][..], &ec, &ca].concat())
-        && run(&[&["req"][..], &ec, &leaf].concat())
-        && run(&sign);
-    ok.then(|| {
-        (
-            dir.join("ca.pem"),
-            dir.join("cert.pem"),
-            dir.join("key.pem"),
-        )
-    })
 }
 
 #[test]
