@@ -8,58 +8,15 @@
 //!
 //! Needs scripts/assets.sh (downloads the kernel once into the asset cache), xorriso and QEMU.
 
+#[path = "vhost_blk_common/mod.rs"]
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("rvmm-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed on drop, so a failing assertion leaves nothing running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn wait_timeout(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(st) = self.0.try_wait().unwrap() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::{assets, assets_with, run_ok, wait_socket, Proc, Scratch};
 
 /// Start `rvmm-vhost scsi` serving `iso` on `sock` and wait for its socket.
 fn serve(sock: &Path, iso: &Path) -> Proc {
@@ -73,18 +30,7 @@ fn serve(sock: &Path, iso: &Path) -> Proc {
             .spawn()
             .expect("start rvmm-vhost"),
     );
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "rvmm-vhost made no socket"
-        );
-        assert!(
-            vhost.0.try_wait().unwrap().is_none(),
-            "rvmm-vhost exited early"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_socket(sock, &mut vhost);
     vhost
 }
 
@@ -129,17 +75,6 @@ fn cdrom_id_files() -> Vec<PathBuf> {
         "no dynamic loader in ldd output:\n{ldd}"
     );
     files
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 const LABEL: &str = "RVMM_CD_TEST";
@@ -202,18 +137,7 @@ fn debian_kernel_mounts_the_iso_from_rvmm_vhost_scsi() {
     let iso_sectors = std::fs::metadata(&iso).unwrap().len() / 512;
 
     std::fs::write(s.path("test.sh"), GUEST_SCRIPT).unwrap();
-    let out = run_ok(
-        Command::new(repo().join("scripts/assets.sh"))
-            .arg("initrd")
-            .arg(s.path("initrd.gz"))
-            .arg(s.path("test.sh"))
-            .args(cdrom_id_files()),
-    );
-    let kernel = out
-        .lines()
-        .find_map(|l| l.strip_prefix("KERNEL="))
-        .expect("assets.sh prints KERNEL=")
-        .to_string();
+    let kernel = assets_with(&s.path("test.sh"), &s.path("initrd.gz"), &cdrom_id_files());
 
     // A second drive: a small ISO in a 1 GiB (sparse) file, which the drive presents as a DVD.
     let dvd_tree = s.path("dvd-tree");
@@ -334,17 +258,7 @@ echo "GUEST-DONE"
 fn centos_style_iso_boots_its_install_entry_and_finds_its_label() {
     let s = Scratch::new("vhost-scsi-installer");
     std::fs::write(s.path("test.sh"), INSTALLER_SCRIPT).unwrap();
-    let out = run_ok(
-        Command::new(repo().join("scripts/assets.sh"))
-            .arg("initrd")
-            .arg(s.path("initrd.gz"))
-            .arg(s.path("test.sh")),
-    );
-    let kernel = out
-        .lines()
-        .find_map(|l| l.strip_prefix("KERNEL="))
-        .expect("assets.sh prints KERNEL=")
-        .to_string();
+    let kernel = assets(&s.path("test.sh"), &s.path("initrd.gz"));
     let kernel_bytes = std::fs::read(&kernel).unwrap();
     let initrd_bytes = std::fs::read(s.path("initrd.gz")).unwrap();
     let fixture = iso::fixtures::centos7(&s.0, &kernel_bytes, &initrd_bytes, true).unwrap();

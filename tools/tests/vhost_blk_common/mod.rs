@@ -1,4 +1,4 @@
-//! Helpers shared by the vhost-user-blk tests and benchmark: scratch directories, child
+//! Helpers shared by the vhost-user tests (blk, net, scsi) and the blk benchmark: scratch directories, child
 //! processes that cannot outlive a failing test, the asset script, and a QEMU TCG command line
 //! with a vhost-user-blk disk.
 
@@ -62,10 +62,16 @@ fn repo() -> PathBuf {
 
 /// Build an initramfs with `script` as /test.sh via scripts/assets.sh; returns the kernel.
 pub fn assets(script: &Path, initrd: &Path) -> PathBuf {
+    assets_with(script, initrd, &[])
+}
+
+/// [`assets`], with `extra` host files copied into the initramfs's /files.
+pub fn assets_with(script: &Path, initrd: &Path, extra: &[PathBuf]) -> PathBuf {
     let out = Command::new(repo().join("scripts/assets.sh"))
         .arg("initrd")
         .arg(initrd)
         .arg(script)
+        .args(extra)
         .output()
         .expect("run scripts/assets.sh");
     assert!(
