@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assets, run_ok, wait_socket, Proc, Scratch};
+use common::{assets, qemu_tcg, run_ok, wait_socket, Proc, Scratch, APPEND};
 
 const GUEST_MAC: &str = "52:54:00:12:34:56";
 
@@ -134,18 +134,7 @@ impl Drop for Lan {
 /// in msix_set_vector_notifiers when starting a vhost-user-net device with MSI-X.
 fn qemu_vhost_net(kernel: &Path, initrd: &Path, sock: &Path, serial: &Path) -> Proc {
     Proc(
-        Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "512M", "-smp", "1"])
-            .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
-            .args(["-numa", "node,memdev=mem"])
-            .arg("-kernel")
-            .arg(kernel)
-            .arg("-initrd")
-            .arg(initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1"])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
+        qemu_tcg(kernel, initrd, APPEND, serial)
             .arg("-chardev")
             .arg(format!("socket,id=c,path={}", sock.display()))
             .args(["-netdev", "vhost-user,id=n,chardev=c"])

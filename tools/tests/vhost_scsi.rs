@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{assets, assets_with, run_ok, wait_socket, Proc, Scratch};
+use common::{assets, assets_with, qemu_tcg, run_ok, wait_socket, Proc, Scratch, APPEND};
 
 /// Start `rvmm-vhost scsi` serving `iso` on `sock` and wait for its socket.
 fn serve(sock: &Path, iso: &Path) -> Proc {
@@ -163,18 +163,7 @@ fn debian_kernel_mounts_the_iso_from_rvmm_vhost_scsi() {
     let mut vhost_dvd = serve(&dvd_sock, &dvd);
     let serial = s.path("serial.log");
     let mut qemu = Proc(
-        Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "512M", "-smp", "1"])
-            .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
-            .args(["-numa", "node,memdev=mem"])
-            .arg("-kernel")
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(s.path("initrd.gz"))
-            .args(["-append", "console=ttyS0 quiet panic=-1"])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
+        qemu_tcg(&kernel, &s.path("initrd.gz"), APPEND, &serial)
             .arg("-chardev")
             .arg(format!("socket,id=c,path={}", sock.display()))
             .args(["-device", "vhost-user-scsi-pci,chardev=c"])
@@ -281,19 +270,7 @@ fn centos_style_iso_boots_its_install_entry_and_finds_its_label() {
     let mut vhost = serve(&sock, &fixture.path);
     let serial = s.path("serial.log");
     let mut qemu = Proc(
-        Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "512M", "-smp", "1"])
-            .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
-            .args(["-numa", "node,memdev=mem"])
-            .arg("-kernel")
-            .arg(s.path("k"))
-            .arg("-initrd")
-            .arg(s.path("i"))
-            .arg("-append")
-            .arg(&boot.cmdline)
-            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
+        qemu_tcg(&s.path("k"), &s.path("i"), &boot.cmdline, &serial)
             .arg("-chardev")
             .arg(format!("socket,id=c,path={}", sock.display()))
             .args(["-device", "vhost-user-scsi-pci,chardev=c"])

@@ -115,22 +115,32 @@ pub fn wait_socket(sock: &Path, backend: &mut Proc) {
     }
 }
 
+/// QEMU TCG booting `kernel` + `initrd` with `append`, its RAM in shared memfd memory (what
+/// vhost-user backends map) and the console to `serial`; callers add the vhost-user devices.
+pub fn qemu_tcg(kernel: &Path, initrd: &Path, append: &str, serial: &Path) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-m", "512M", "-smp", "1"])
+        .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
+        .args(["-numa", "node,memdev=mem"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", append])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()));
+    c
+}
+
+/// The command line the Debian test guests boot with.
+pub const APPEND: &str = "console=ttyS0 quiet panic=-1";
+
 /// Boot `kernel` + `initrd` under QEMU TCG with a vhost-user-blk disk on `sock`, console to
 /// `serial`; returns the running QEMU.
 pub fn qemu_vhost_blk(kernel: &Path, initrd: &Path, sock: &Path, serial: &Path) -> Proc {
     Proc(
-        Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "512M", "-smp", "1"])
-            .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
-            .args(["-numa", "node,memdev=mem"])
-            .arg("-kernel")
-            .arg(kernel)
-            .arg("-initrd")
-            .arg(initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1"])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
+        qemu_tcg(kernel, initrd, APPEND, serial)
             .arg("-chardev")
             .arg(format!("socket,id=c,path={}", sock.display()))
             .args(["-device", "vhost-user-blk-pci,chardev=c"])
