@@ -1,8 +1,8 @@
 //! Benchmark: the virtio-blk test guest's ring-3 I/O loop (queue depth 1, polled) through
 //! rvmm's virtio-blk and through `qemu-system-x86_64 -accel kvm` with `virtio-blk-pci`, same
 //! guest, same raw image, `cache=none` on both; prints both figures and their ratio. QEMU is
-//! started without the harness's `qemu()` defaults, which begin with `-accel tcg`: QEMU takes
-//! the first accelerator that works, so a later `-accel kvm` would silently run it under TCG.
+//! the harness's `qemu()` with `-accel kvm`, which replaces its default `-accel tcg` (QEMU
+//! would take the first accelerator that works and silently run under TCG).
 //! Not a test (no timed assertions): run it with
 //!
 //! ```text
@@ -13,7 +13,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use rvmm_tests::{command, guest, rvmm, Outcome, EXIT_PASS};
+use rvmm_tests::{guest, qemu, rvmm, Outcome};
 
 const RANDOM_IOS: u64 = 4000;
 const ROUNDS: usize = 3;
@@ -45,28 +45,6 @@ fn cycles(out: &Outcome) -> Vec<u64> {
         .iter()
         .map(|(_, c, _, _)| out.field_u64("blkbench: ", c).expect("cycles field"))
         .collect()
-}
-
-/// QEMU on KVM with the harness's usual machine (pc, 512 MiB, serial on stdout, debug exit).
-fn qemu_kvm() -> rvmm_tests::Vm {
-    command("qemu-system-x86_64").args([
-        "-accel",
-        "kvm",
-        "-M",
-        "pc",
-        "-m",
-        "512",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-monitor",
-        "none",
-        "-no-reboot",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=0x01",
-    ])
 }
 
 #[test]
@@ -105,11 +83,11 @@ fn rvmm_virtio_blk_vs_qemu_kvm() {
                     *b = (*b).min(c);
                 }
             } else {
-                // `command()` is not QEMU-aware: spell QEMU's own -kernel/-append.
-                let q = qemu_kvm()
-                    .arg("-kernel")
-                    .arg(guest("virtio-blk"))
-                    .args(["-append", cmdline.as_str()])
+                // The caller's -accel replaces the harness's default TCG.
+                let q = qemu()
+                    .args(["-accel", "kvm"])
+                    .kernel(guest("virtio-blk"))
+                    .cmdline(&cmdline)
                     .arg("-drive")
                     .arg(format!(
                         "file={img_s},if=none,id=d0,format=raw,cache=none,aio=threads"
@@ -117,11 +95,7 @@ fn rvmm_virtio_blk_vs_qemu_kvm() {
                     .args(["-device", "virtio-blk-pci,drive=d0,disable-legacy=on"])
                     .timeout(Duration::from_secs(120))
                     .run();
-                assert!(
-                    !q.timed_out && q.status == Some((EXIT_PASS << 1) | 1),
-                    "QEMU run failed\n{}",
-                    q.report()
-                );
+                q.assert_pass();
                 for (b, c) in theirs.iter_mut().zip(cycles(&q)) {
                     *b = (*b).min(c);
                 }
